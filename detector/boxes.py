@@ -1,0 +1,160 @@
+"""The one box convention of the library, and every conversion to and from file formats.
+
+Inside the library a box array is ``float32 [N, 4]`` holding ``x1, y1, x2, y2`` in 0-based continuous
+pixel coordinates: the left edge of the first pixel is 0, width = ``x2 - x1``; an empty set has shape
+``(0, 4)``. File formats are converted only in the dataset loaders (read) and writers/evaluators (write):
+
+* ILSVRC / PASCAL VOC XML and the ILSVRC submission format are 1-based *inclusive*:
+  ``x1 = xmin - 1, x2 = xmax`` (:func:`from_one_based_inclusive`), inverse :func:`to_one_based_inclusive`.
+  With this mapping the devkit's "+1" widths (``xmax - xmin + 1``) equal our ``x2 - x1``.
+* COCO JSON and OpenCV Selective Search are ``x, y, w, h``: :func:`xywh_to_xyxy`, inverse
+  :func:`xyxy_to_xywh`.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torchvision
+
+__all__ = [
+    "as_boxes", "empty_boxes", "areas", "widths_heights", "iou_matrix", "clip_boxes", "valid_mask",
+    "nms", "batched_nms", "from_one_based_inclusive", "to_one_based_inclusive", "xywh_to_xyxy",
+    "xyxy_to_xywh", "scale_boxes", "hflip_boxes",
+]
+
+
+def empty_boxes() -> np.ndarray:
+    """An empty box array, shape ``(0, 4)`` float32."""
+    return np.zeros((0, 4), dtype=np.float32)
+
+
+def as_boxes(boxes) -> np.ndarray:
+    """Return ``boxes`` as a contiguous float32 ``[N, 4]`` array; raise ``ValueError`` on another shape."""
+    arr = np.asarray(boxes, dtype=np.float32)
+    if arr.size == 0:
+        return empty_boxes()
+    if arr.ndim != 2 or arr.shape[1] != 4:
+        raise ValueError(f"expected boxes of shape [N, 4], got {arr.shape}")
+    return np.ascontiguousarray(arr)
+
+
+def widths_heights(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Widths ``x2 - x1`` and heights ``y2 - y1`` of ``[N, 4]`` xyxy boxes, each ``[N]``."""
+    b = as_boxes(boxes)
+    return b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+
+
+def areas(boxes: np.ndarray) -> np.ndarray:
+    """Areas ``[N]`` of xyxy boxes (negative extents count as 0)."""
+    w, h = widths_heights(boxes)
+    return np.clip(w, 0, None) * np.clip(h, 0, None)
+
+
+def valid_mask(boxes: np.ndarray, min_size: float = 0.0) -> np.ndarray:
+    """Bool ``[N]``: finite boxes whose width and height are both ``> min_size``."""
+    b = as_boxes(boxes)
+    w, h = widths_heights(b)
+    return np.isfinite(b).all(axis=1) & (w > min_size) & (h > min_size)
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection over union of every box of ``a`` ``[N, 4]`` with every box of ``b`` ``[M, 4]``.
+
+    Returns float64 ``[N, M]``; a pair whose union is 0 has IoU 0.
+    """
+    a = as_boxes(a).astype(np.float64)
+    b = as_boxes(b).astype(np.float64)
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)), dtype=np.float64)
+    iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
+    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
+    union = areas(a)[:, None].astype(np.float64) + areas(b)[None, :] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(union > 0, inter / union, 0.0)
+    return out
+
+
+def clip_boxes(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Clip xyxy boxes to the image ``[0, width] x [0, height]``; returns a new ``[N, 4]`` array."""
+    b = as_boxes(boxes).copy()
+    b[:, 0::2] = np.clip(b[:, 0::2], 0, width)
+    b[:, 1::2] = np.clip(b[:, 1::2], 0, height)
+    return b
+
+
+def scale_boxes(boxes: np.ndarray, sx: float, sy: float) -> np.ndarray:
+    """Multiply x coordinates by ``sx`` and y coordinates by ``sy`` (image resize mapping)."""
+    b = as_boxes(boxes).copy()
+    b[:, 0::2] *= sx
+    b[:, 1::2] *= sy
+    return b
+
+
+def hflip_boxes(boxes: np.ndarray, width: int) -> np.ndarray:
+    """Boxes of the horizontally flipped image of width ``width``: ``x1' = W - x2, x2' = W - x1``."""
+    b = as_boxes(boxes).copy()
+    x1 = width - b[:, 2]
+    x2 = width - b[:, 0]
+    b[:, 0], b[:, 2] = x1, x2
+    return b
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy non-maximum suppression through ``torchvision.ops.nms``.
+
+    Returns the int64 indices of kept boxes in decreasing score order. A box is suppressed when its IoU
+    with a kept higher-scoring box is ``> iou_threshold``.
+    """
+    b = as_boxes(boxes)
+    if len(b) == 0:
+        return np.zeros((0,), dtype=np.int64)
+    keep = torchvision.ops.nms(torch.from_numpy(b), torch.as_tensor(scores, dtype=torch.float32),
+                               float(iou_threshold))
+    return keep.numpy().astype(np.int64)
+
+
+def batched_nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
+                iou_threshold: float) -> np.ndarray:
+    """Per-class NMS (boxes of different ``labels`` never suppress each other); kept indices, by score."""
+    b = as_boxes(boxes)
+    if len(b) == 0:
+        return np.zeros((0,), dtype=np.int64)
+    keep = torchvision.ops.batched_nms(torch.from_numpy(b), torch.as_tensor(scores, dtype=torch.float32),
+                                       torch.as_tensor(labels, dtype=torch.int64), float(iou_threshold))
+    return keep.numpy().astype(np.int64)
+
+
+def from_one_based_inclusive(boxes) -> np.ndarray:
+    """ILSVRC/VOC ``xmin, ymin, xmax, ymax`` (1-based, inclusive) -> library xyxy.
+
+    ``x1 = xmin - 1, y1 = ymin - 1, x2 = xmax, y2 = ymax``. Inverse: :func:`to_one_based_inclusive`.
+    """
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).copy()
+    b[:, 0] -= 1
+    b[:, 1] -= 1
+    return b.astype(np.float32)
+
+
+def to_one_based_inclusive(boxes: np.ndarray) -> np.ndarray:
+    """Library xyxy -> ILSVRC/VOC 1-based inclusive (float64). Inverse of :func:`from_one_based_inclusive`."""
+    b = as_boxes(boxes).astype(np.float64).copy()
+    b[:, 0] += 1
+    b[:, 1] += 1
+    return b
+
+
+def xywh_to_xyxy(boxes) -> np.ndarray:
+    """COCO / OpenCV ``x, y, w, h`` -> library xyxy. Inverse: :func:`xyxy_to_xywh`."""
+    b = np.asarray(boxes, dtype=np.float32).reshape(-1, 4).copy()
+    b[:, 2] += b[:, 0]
+    b[:, 3] += b[:, 1]
+    return b
+
+
+def xyxy_to_xywh(boxes: np.ndarray) -> np.ndarray:
+    """Library xyxy -> ``x, y, w, h``. Inverse of :func:`xywh_to_xyxy`."""
+    b = as_boxes(boxes).copy()
+    b[:, 2] -= b[:, 0]
+    b[:, 3] -= b[:, 1]
+    return b

@@ -1,0 +1,266 @@
+"""Configuration: dataclass defaults in one place, YAML files in ``configs/`` that only override them.
+
+``load_config(path, overrides)`` returns a :class:`Config`. An unknown key or a value of the wrong type
+is a :class:`ConfigError` naming the file, the dotted key and the valid keys. Command-line overrides are
+``section.key=value`` strings whose value is parsed as YAML (``detect.nms_threshold=0.4``,
+``model.checkpoints=[a.pt,b.pt]``). There is no global config: tools load it once and pass the narrow
+part down.
+
+Each section belongs to one part of the pipeline; edit a section's fields only together with the code
+that reads them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+__all__ = [
+    "ConfigError", "Config", "SelectiveSearchConfig", "MultiBoxConfig", "ProposalConfig", "WarpConfig",
+    "ModelConfig", "DetectConfig", "TrainConfig", "MultiBoxTrainConfig", "load_config", "apply_overrides",
+    "config_to_dict", "config_hash", "from_dict",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that does not fit the dataclasses."""
+
+
+@dataclass
+class SelectiveSearchConfig:
+    """Selective Search as R-CNN ran it (see proposals/selective_search.py)."""
+
+    mode: str = "fast"  # single | fast (R-CNN) | quality | opencv_fast (OpenCV's own switchToSelectiveSearchFast)
+    superpixel_scale: float = 2.0  # the GoogLeNet entry: superpixels 2x -> k {100, 200} in fast mode
+    resize_width: int = 500  # R-CNN resizes to width 500 before Selective Search
+    min_box_size: int = 20  # boxes narrower or shorter than this (at resize_width) are dropped
+    sigma: float = 0.8
+    fallback_whole_image: bool = False  # on an OpenCV failure: whole-image box + warning instead of an error
+
+
+@dataclass
+class MultiBoxConfig:
+    """MultiBox proposals at test time (proposals/multibox)."""
+
+    checkpoint: Optional[str] = None
+    top_k: int = 200  # the GoogLeNet entry added the top 200 MultiBox boxes
+    nms_threshold: float = 0.7
+    image_size: int = 224
+
+
+@dataclass
+class ProposalConfig:
+    method: str = "ss"  # ss | multibox | ss+multibox
+    selective_search: SelectiveSearchConfig = field(default_factory=SelectiveSearchConfig)
+    multibox: MultiBoxConfig = field(default_factory=MultiBoxConfig)
+
+
+@dataclass
+class WarpConfig:
+    """R-CNN region crops (detector/warp.py)."""
+
+    mode: str = "warp"  # warp (R-CNN's default) | square
+    size: int = 224
+    context_pad: int = 16
+
+
+@dataclass
+class ModelConfig:
+    """Region classifier(s)."""
+
+    backbone: str = "bvlc"  # bvlc (the paper's network, BVLC weights) | torchvision (BatchNorm port)
+    weights: Optional[str] = None  # ImageNet weights file; None -> $GOOGLENET_WEIGHTS -> user cache dir
+    checkpoints: list[str] = field(default_factory=list)  # trained classifiers; several = ensemble
+    batch_size: int = 64
+    threads: int = 0  # 0 = torch's default
+    channels_last: bool = True
+    backend: str = "eager"  # eager | bf16 | onnx | onnx_int8 | compile
+
+
+@dataclass
+class DetectConfig:
+    nms_threshold: float = 0.3  # R-CNN per-class NMS
+    score_threshold: float = 0.05
+    max_per_image: int = 100  # ILSVRC: at most 100 detections per image
+
+
+@dataclass
+class TrainConfig:
+    """Fine-tuning region classifiers (detector/training)."""
+
+    iterations: int = 2000
+    batch_size: int = 128
+    fg_fraction: float = 0.25
+    fg_threshold: float = 0.5
+    bg_threshold_high: float = 0.5
+    bg_threshold_low: float = 0.0
+    base_lr: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 0.0005
+    lr_step: int = 1000
+    lr_gamma: float = 0.1
+    aux_loss_weight: float = 0.3
+    hflip: bool = True
+    photometric: bool = False
+    ema_decay: float = 0.999  # Polyak averaging; 0 disables
+    freeze_below: str = "none"  # none | inception_4e | inception_5b ... (train only layers after it)
+    eval_every: int = 500
+    checkpoint_every: int = 100
+    seed: int = 0
+    num_workers: int = 1
+    threads: int = 0
+
+
+@dataclass
+class MultiBoxTrainConfig:
+    num_priors: int = 200
+    iterations: int = 2000
+    batch_size: int = 16
+    base_lr: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 0.0005
+    lr_step: int = 1000
+    lr_gamma: float = 0.1
+    alpha: float = 0.3
+    freeze_below: str = "inception_4e"
+    hflip: bool = True
+    checkpoint_every: int = 100
+    seed: int = 0
+
+
+@dataclass
+class Config:
+    proposals: ProposalConfig = field(default_factory=ProposalConfig)
+    warp: WarpConfig = field(default_factory=WarpConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    multibox_train: MultiBoxTrainConfig = field(default_factory=MultiBoxTrainConfig)
+
+
+# ----------------------------------------------------------------------------------------------------------
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, where: str, source: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and return it (ints widen to floats)."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: '{where}' must be a mapping (section {tp.__name__}), "
+                              f"got {type(value).__name__}")
+        return from_dict(tp, value, source=source, prefix=where + ".")
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _convert(value, a, where, source)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{source}: '{where}' expects {_type_name(tp)}, got {value!r}")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{source}: '{where}' expects a list, got {value!r}")
+        (item_tp, *_) = typing.get_args(tp) or (Any,)
+        return [_convert(v, item_tp, f"{where}[{i}]", source) for i, v in enumerate(value)]
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif isinstance(value, tp):
+        return value
+    raise ConfigError(f"{source}: '{where}' expects {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+
+
+def from_dict(cls: type, data: dict, source: str = "<dict>", prefix: str = ""):
+    """Build dataclass ``cls`` from defaults overridden by ``data`` (strictly checked)."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        raise ConfigError(f"{source}: unknown key '{prefix}{unknown[0]}'; valid keys"
+                          f"{' in ' + prefix.rstrip('.') if prefix else ''}: {', '.join(names)}")
+    kwargs = {k: _convert(v, hints[k], prefix + k, source) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def config_to_dict(cfg) -> dict:
+    """Plain-dict view of a config (or any section), for logs, checkpoints and hashes."""
+    return dataclasses.asdict(cfg)
+
+
+def config_hash(cfg) -> str:
+    """Stable sha256 (hex) of a config section, for cache keys."""
+    blob = json.dumps(config_to_dict(cfg), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _set_dotted(tree: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = tree
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override '{key}': '{p}' is not a section")
+    node[parts[-1]] = value
+
+
+def apply_overrides(tree: dict, overrides: list[str] | None) -> dict:
+    """Apply ``key.sub=value`` strings (value parsed as YAML) onto a nested dict."""
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form section.key=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override '{item}': value is not valid YAML ({e})") from None
+        _set_dotted(tree, key.strip(), value)
+    return tree
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, cls: type = Config):
+    """Defaults of ``cls``, overridden by the YAML file ``path`` (if any), then by ``overrides``."""
+    tree: dict = {}
+    source = "<defaults>"
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping of sections")
+        tree = loaded
+    if overrides:
+        apply_overrides(tree, overrides)
+        source = f"{source} + command-line overrides"
+    return from_dict(cls, tree, source=source)

@@ -1,0 +1,35 @@
+"""Shared test fixtures: where ../shared is, skipping cleanly when it is absent."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_root() -> Path:
+    """``$GOOGLENET_RCNN_SHARED`` or ``<repo>/../shared``."""
+    return Path(os.environ.get("GOOGLENET_RCNN_SHARED", REPO.parent / "shared"))
+
+
+def weights_path() -> Path:
+    env = os.environ.get("GOOGLENET_WEIGHTS")
+    return Path(env) if env else shared_root() / "weights" / "bvlc_googlenet" / "bvlc_googlenet.npz"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    d = shared_root() / "data"
+    if not d.is_dir():
+        pytest.skip(f"shared data not found at {d} (set GOOGLENET_RCNN_SHARED)")
+    return d
+
+
+@pytest.fixture(scope="session")
+def bvlc_weights() -> Path:
+    p = weights_path()
+    if not p.is_file():
+        pytest.skip(f"BVLC GoogLeNet weights not found at {p} (set GOOGLENET_WEIGHTS)")
+    return p
