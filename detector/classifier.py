@@ -1,0 +1,296 @@
+"""Region classifiers: a GoogLeNet trunk with a (K + 1)-way head, and an ensemble averaging them.
+
+Output convention (every classifier and the ensemble): float32 probabilities ``[N, K + 1]``, column 0 =
+background, column ``c + 1`` = foreground class ``c`` of ``classes`` (the Dataset label ``c``).
+
+Two kinds of member, built by :func:`build_classifier` from :class:`~detector.config.ModelConfig`:
+
+* **embedded default** (no checkpoints): the BVLC ImageNet GoogLeNet itself, its 1000 logits mapped to
+  the 200 ILSVRC DET classes by :class:`detector.embedded.EmbeddedDetHead` (each class takes the
+  probability of its WordNet descendants; column 0 = background as that module defines it);
+* **trained checkpoints** (``model.checkpoints``, from detector/training): ``GoogLeNet(num_classes=K+1)``
+  whose softmax is the output; several checkpoints form an ensemble (the paper: 6 models, 40% -> 43.9%
+  mAP). They must share the class list and the preprocessing (one warp serves all members).
+
+Inference streams regions in batches of ``batch_size`` under ``torch.inference_mode`` (memory bounded
+independently of the number of proposals), optionally in channels-last memory format.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .cli import UserError
+from .config import ModelConfig, WarpConfig, config_to_dict
+from .warp import PreparedImage, PreprocessLike, warp_prepared
+
+__all__ = ["RegionClassifier", "Ensemble", "ClassifyTimings", "build_classifier", "load_checkpoint_member",
+           "embedded_member", "find_meta_det", "BACKENDS"]
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("eager", "bf16")
+
+
+class RegionClassifier(nn.Module):
+    """One region classifier: ``net`` (warped regions ``[N, 3, S, S]`` -> logits ``[N, L]``) followed by
+    ``head`` (logits -> probabilities ``[N, K + 1]``; ``None`` = softmax, then ``L = K + 1``).
+
+    ``classes`` / ``class_names``: the K foreground classes in output order (column ``c + 1``);
+    ``preprocess``: the pixel normalisation the net was trained with (used by the warp);
+    ``source``: where it came from (weights/checkpoint path + sha256), for logs.
+    """
+
+    def __init__(self, net: nn.Module, classes: Sequence[str], class_names: Sequence[str],
+                 preprocess: PreprocessLike, head: nn.Module | None = None, source: str = "") -> None:
+        super().__init__()
+        if len(classes) != len(class_names):
+            raise ValueError(f"{len(classes)} classes but {len(class_names)} class names")
+        self.net = net
+        self.head = head
+        self.classes = tuple(classes)
+        self.class_names = tuple(class_names)
+        self.preprocess = preprocess
+        self.source = source
+
+    @property
+    def num_classes(self) -> int:
+        """K, the number of foreground classes."""
+        return len(self.classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` float ``[N, 3, S, S]`` (preprocessed warps) -> probabilities ``[N, K + 1]``."""
+        logits = self.net(x)
+        probs = self.head(logits) if self.head is not None else torch.softmax(logits.float(), dim=1)
+        if probs.shape[1] != self.num_classes + 1:
+            raise ValueError(f"classifier {self.source or '?'} gives {probs.shape[1]} outputs, expected "
+                             f"K + 1 = {self.num_classes + 1}")
+        return probs.float()
+
+
+@dataclass
+class ClassifyTimings:
+    """Seconds spent per stage by :meth:`Ensemble.classify_regions` (accumulated over calls)."""
+
+    warp_s: float = 0.0
+    classify_s: float = 0.0
+    regions: int = 0
+
+    def reset(self) -> None:
+        self.warp_s = self.classify_s = 0.0
+        self.regions = 0
+
+
+@dataclass
+class Ensemble:
+    """N region classifiers sharing classes and preprocessing; their softmax probabilities are averaged.
+
+    ``batch_size``: regions per forward pass; ``channels_last``: run convolutions on NHWC memory;
+    ``backend``: "eager" (fp32) or "bf16" (CPU autocast).
+    """
+
+    members: Sequence[RegionClassifier]
+    batch_size: int = 64
+    channels_last: bool = True
+    backend: str = "eager"
+    timings: ClassifyTimings = field(default_factory=ClassifyTimings)
+
+    def __post_init__(self) -> None:
+        if not self.members:
+            raise ValueError("an ensemble needs at least one classifier")
+        if self.batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+        if self.backend not in BACKENDS:
+            raise UserError(f"model.backend '{self.backend}' is not available here; choose one of {BACKENDS}")
+        first = self.members[0]
+        for m in self.members[1:]:
+            if m.classes != first.classes:
+                raise UserError(f"ensemble members disagree on classes: {first.source} has "
+                                f"{first.num_classes} classes, {m.source} has {m.num_classes} "
+                                "(or a different order)")
+            if _pre_key(m.preprocess) != _pre_key(first.preprocess):
+                raise UserError(f"ensemble members need the same preprocessing: {first.source} uses "
+                                f"{_pre_key(first.preprocess)}, {m.source} uses {_pre_key(m.preprocess)}")
+        self.members = list(self.members)
+        for m in self.members:
+            m.eval()
+            if self.channels_last:
+                m.to(memory_format=torch.channels_last)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.members[0].classes
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.members[0].class_names
+
+    @property
+    def preprocess(self) -> PreprocessLike:
+        return self.members[0].preprocess
+
+    @property
+    def num_classes(self) -> int:
+        return self.members[0].num_classes
+
+    def predict(self, x: torch.Tensor) -> np.ndarray:
+        """Average member probabilities for one batch: ``[n, 3, S, S]`` -> float32 ``[n, K + 1]``."""
+        if len(x) == 0:
+            return np.zeros((0, self.num_classes + 1), np.float32)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16,
+                                                     enabled=self.backend == "bf16"):
+            total = None
+            for m in self.members:
+                p = m(x)
+                total = p if total is None else total + p
+            return (total / len(self.members)).float().numpy()
+
+    def classify_regions(self, img: PreparedImage, boxes: np.ndarray, warp_cfg: WarpConfig,
+                         progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """Warp and classify ``boxes`` (float32 ``[N, 4]`` xyxy) of ``img`` in batches of ``batch_size``.
+
+        Returns float32 ``[N, K + 1]`` (``[0, K + 1]`` for no boxes); stage times go to ``timings``.
+        """
+        import time
+
+        n = len(boxes)
+        out = np.zeros((n, self.num_classes + 1), np.float32)
+        for start in range(0, n, self.batch_size):
+            sl = slice(start, min(start + self.batch_size, n))
+            t0 = time.perf_counter()
+            x = warp_prepared(img, boxes[sl], warp_cfg)
+            t1 = time.perf_counter()
+            out[sl] = self.predict(x)
+            t2 = time.perf_counter()
+            self.timings.warp_s += t1 - t0
+            self.timings.classify_s += t2 - t1
+            self.timings.regions += sl.stop - sl.start
+            if progress is not None:
+                progress(sl.stop - sl.start)
+        return out
+
+
+def _pre_key(pre: PreprocessLike) -> tuple:
+    return (str(pre.channel_order).upper(), float(pre.scale), tuple(map(float, pre.mean)),
+            tuple(map(float, pre.std)))
+
+
+# ---------------------------------------------------------------------------------------------------------
+def find_meta_det(explicit: str | os.PathLike | None = None) -> Path:
+    """The devkit's ``meta_det.mat`` (200 DET classes + WordNet hierarchy) for the embedded default.
+
+    Looked for: ``explicit`` (a file, or a devkit folder), ``$GOOGLENET_RCNN_DEVKIT`` (devkit folder),
+    ``$GOOGLENET_RCNN_SHARED/data/ilsvrc2014_devkit``; otherwise a :class:`UserError` saying how to
+    provide it.
+    """
+    candidates: list[tuple[str, Path]] = []
+    if explicit:
+        candidates.append(("--devkit / explicit path", Path(explicit)))
+    if os.environ.get("GOOGLENET_RCNN_DEVKIT"):
+        candidates.append(("$GOOGLENET_RCNN_DEVKIT", Path(os.environ["GOOGLENET_RCNN_DEVKIT"])))
+    if os.environ.get("GOOGLENET_RCNN_SHARED"):
+        candidates.append(("$GOOGLENET_RCNN_SHARED",
+                           Path(os.environ["GOOGLENET_RCNN_SHARED"]) / "data" / "ilsvrc2014_devkit"))
+    for origin, p in candidates:
+        for f in (p, p / "data" / "meta_det.mat", p / "meta_det.mat"):
+            if f.is_file():
+                return f
+        if explicit and origin.startswith("--devkit"):
+            raise UserError(f"{p}: no meta_det.mat there (expected a file or an ILSVRC devkit folder "
+                            "containing data/meta_det.mat)")
+    raise UserError("the embedded ImageNet->DET default needs the ILSVRC devkit's meta_det.mat: pass "
+                    "--devkit DIR (the ILSVRC 2014 devkit folder) or set GOOGLENET_RCNN_DEVKIT; or give a "
+                    "trained detector with --checkpoint")
+
+
+def embedded_member(cfg: ModelConfig, meta_det: str | os.PathLike | None = None) -> RegionClassifier:
+    """The BVLC ImageNet GoogLeNet + EmbeddedDetHead: a classifier of the 200 ILSVRC DET classes."""
+    from .datasets.ilsvrc_meta import detection_classes, read_meta_det
+    from .embedded import EmbeddedDetHead
+    from .googlenet import GoogLeNet
+    from .weights import BVLC_PREPROCESS, find_weights, load_bvlc_weights
+
+    if cfg.backbone != "bvlc":
+        raise UserError(f"the embedded default uses the BVLC weights (model.backbone=bvlc), got "
+                        f"model.backbone={cfg.backbone!r}; give --checkpoint for another backbone")
+    weights = find_weights(cfg.weights)
+    net = GoogLeNet(num_classes=1000, aux_logits=False)
+    sha = load_bvlc_weights(net, weights)
+    meta_path = find_meta_det(meta_det)
+    synset_words = Path(weights).with_name("synset_words.txt")
+    head = EmbeddedDetHead(meta_path, synset_words)
+    det = detection_classes(read_meta_det(meta_path))
+    log.info("embedded default: BVLC GoogLeNet %s (sha256 %s) + ImageNet->DET head from %s",
+             weights, sha, meta_path)
+    return RegionClassifier(net, [s.wnid for s in det], [s.name for s in det], BVLC_PREPROCESS, head=head,
+                            source=f"{weights} (sha256 {sha[:12]})")
+
+
+def load_checkpoint_member(path: str | os.PathLike, warp_cfg: WarpConfig | None = None) -> RegionClassifier:
+    """A trained region classifier from a detector/training checkpoint.
+
+    The checkpoint holds at least ``model`` (GoogLeNet state dict with a ``K + 1``-way classifier),
+    ``classes``, ``class_names`` and ``config`` (the training config as a dict). Loading is strict: a
+    missing or unexpected tensor is an error listing them. When ``warp_cfg`` is given and the
+    checkpoint's warp settings differ, a warning is logged (R-CNN: train and test crops must match).
+    """
+    from .googlenet import GoogLeNet
+    from .weights import BVLC_PREPROCESS
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: checkpoint not found")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad user file
+        raise UserError(f"{p}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(ckpt, dict):
+        raise UserError(f"{p}: expected a checkpoint dict, got {type(ckpt).__name__}")
+    missing = [k for k in ("model", "classes", "class_names") if k not in ckpt]
+    if missing:
+        raise UserError(f"{p}: checkpoint lacks {missing} (has {sorted(ckpt)})")
+    state = ckpt["model"]
+    classes, names = list(ckpt["classes"]), list(ckpt["class_names"])
+    train_cfg = ckpt.get("config") or {}
+    model_cfg = train_cfg.get("model", {}) if isinstance(train_cfg, dict) else {}
+    backbone = model_cfg.get("backbone", "bvlc") if isinstance(model_cfg, dict) else "bvlc"
+    if backbone != "bvlc":
+        raise UserError(f"{p}: backbone {backbone!r} checkpoints are not supported by this loader (bvlc only)")
+    aux = any(k.startswith("aux") for k in state)
+    net = GoogLeNet(num_classes=len(classes) + 1, aux_logits=aux)
+    result = net.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise UserError(f"{p}: checkpoint does not fit GoogLeNet(num_classes={len(classes) + 1}): missing "
+                        f"{result.missing_keys[:8]}, unexpected {result.unexpected_keys[:8]}")
+    if warp_cfg is not None and isinstance(train_cfg, dict) and isinstance(train_cfg.get("warp"), dict):
+        if train_cfg["warp"] != config_to_dict(warp_cfg):
+            log.warning("%s was trained with warp %s but is tested with %s (R-CNN: crops must match)",
+                        p, train_cfg["warp"], config_to_dict(warp_cfg))
+    log.info("loaded checkpoint %s: %d classes", p, len(classes))
+    return RegionClassifier(net, classes, names, BVLC_PREPROCESS, source=str(p))
+
+
+def build_classifier(cfg: ModelConfig, warp_cfg: WarpConfig | None = None,
+                     meta_det: str | os.PathLike | None = None) -> Ensemble:
+    """The ensemble described by ``cfg``: its checkpoints, or the embedded default when there are none.
+
+    Also applies ``cfg.threads`` (> 0) to torch's intra-op thread pool.
+    """
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    members = ([load_checkpoint_member(c, warp_cfg) for c in cfg.checkpoints] if cfg.checkpoints
+               else [embedded_member(cfg, meta_det)])
+    ens = Ensemble(members, batch_size=cfg.batch_size, channels_last=cfg.channels_last, backend=cfg.backend)
+    log.info("region classifier: %d member(s), %d classes, batch %d, %d thread(s), channels_last=%s, %s",
+             len(members), ens.num_classes, cfg.batch_size, torch.get_num_threads(), cfg.channels_last,
+             cfg.backend)
+    return ens

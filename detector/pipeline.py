@@ -1,0 +1,148 @@
+"""The detector, stage by stage as in the paper's diagram::
+
+    image -> proposals -> warp each box (R-CNN, context 16) -> ensemble softmax average
+          -> per class: score threshold, NMS (IoU 0.3) -> at most 100 per image -> Detections
+
+No bounding-box regression and no context model (the GoogLeNet entry used neither). The proposer is
+any callable ``(image, name) -> float32 [N, 4]`` xyxy; :func:`make_proposer` builds the paper's one
+(proposals/, through the on-disk cache) or the whole-image lower bound.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .boxes import as_boxes, batched_nms, clip_boxes, valid_mask
+from .classifier import Ensemble
+from .config import DetectConfig, ProposalConfig, WarpConfig
+from .structures import Detections
+from .warp import prepare_image
+
+__all__ = ["Proposer", "whole_image_proposer", "make_proposer", "select_detections", "StageTimings",
+           "Detector", "WHOLE_IMAGE"]
+
+log = logging.getLogger(__name__)
+
+Proposer = Callable[[np.ndarray, "str | None"], np.ndarray]
+WHOLE_IMAGE = "whole_image"
+
+
+def whole_image_proposer(image: np.ndarray, name: str | None = None) -> np.ndarray:
+    """One proposal, the whole image ``[[0, 0, W, H]]``: the lower bound that shows proposals matter."""
+    h, w = image.shape[:2]
+    return np.array([[0, 0, w, h]], np.float32)
+
+
+def make_proposer(cfg: ProposalConfig, whole_image: bool = False) -> Proposer:
+    """The proposer for ``cfg`` (``proposals.cache.propose``: Selective Search / MultiBox / both, cached),
+    or :func:`whole_image_proposer` when ``whole_image`` is set or ``cfg.method == "whole_image"``."""
+    if whole_image or cfg.method == WHOLE_IMAGE:
+        return whole_image_proposer
+    from proposals.cache import propose
+
+    def proposer(image: np.ndarray, name: str | None = None) -> np.ndarray:
+        return propose(image, cfg, name)
+
+    return proposer
+
+
+def select_detections(boxes: np.ndarray, probs: np.ndarray, nms_threshold: float, score_threshold: float,
+                      max_per_image: int) -> Detections:
+    """Per-class post-processing of scored regions.
+
+    ``boxes`` float32 ``[N, 4]`` xyxy; ``probs`` float32 ``[N, K + 1]`` (column 0 background). Every
+    (region, class) pair with probability ``>= score_threshold`` is a candidate; per class, greedy NMS
+    at IoU ``nms_threshold``; then the ``max_per_image`` best over all classes. Thresholding before NMS
+    gives the same result as after (a pruned box could only suppress boxes scoring lower still).
+    Returns :class:`Detections` sorted by decreasing score, labels = class index ``0..K-1``.
+    """
+    boxes = as_boxes(boxes)
+    if probs.ndim != 2 or len(probs) != len(boxes):
+        raise ValueError(f"probs {probs.shape} do not match {len(boxes)} boxes")
+    fg = probs[:, 1:]
+    rows, cls = np.nonzero(fg >= score_threshold)
+    if len(rows) == 0:
+        return Detections.empty()
+    scores = fg[rows, cls].astype(np.float32)
+    cand = boxes[rows]
+    keep = batched_nms(cand, scores, cls, nms_threshold)[:max_per_image]  # sorted by decreasing score
+    return Detections(cand[keep], scores[keep], cls[keep].astype(np.int64))
+
+
+@dataclass
+class StageTimings:
+    """Seconds per stage for one image (and the number of proposals)."""
+
+    proposals_s: float = 0.0
+    warp_s: float = 0.0
+    classify_s: float = 0.0
+    postprocess_s: float = 0.0
+    num_proposals: int = 0
+
+    @property
+    def total_s(self) -> float:
+        return self.proposals_s + self.warp_s + self.classify_s + self.postprocess_s
+
+
+class Detector:
+    """``detect(image) -> Detections``: proposals -> warp -> ensemble -> per-class NMS -> top-k.
+
+    ``proposer``: ``(image, name) -> [N, 4]`` xyxy boxes; ``classifier``: an :class:`Ensemble`
+    (its ``classes`` / ``class_names`` name the Detections' labels); ``warp_cfg``/``detect_cfg``: the
+    crop and post-processing settings. ``last_timings`` holds the stage times of the last call.
+    """
+
+    def __init__(self, proposer: Proposer, classifier: Ensemble, warp_cfg: WarpConfig,
+                 detect_cfg: DetectConfig) -> None:
+        self.proposer = proposer
+        self.classifier = classifier
+        self.warp_cfg = warp_cfg
+        self.detect_cfg = detect_cfg
+        self.last_timings = StageTimings()
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.classifier.classes
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.classifier.class_names
+
+    def propose(self, image: np.ndarray, name: str | None = None) -> np.ndarray:
+        """Proposals clipped to the image; degenerate ones (no area after clipping) dropped and counted."""
+        h, w = image.shape[:2]
+        boxes = clip_boxes(as_boxes(self.proposer(image, name)), w, h)
+        ok = valid_mask(boxes)
+        if not ok.all():
+            log.warning("%s: dropped %d of %d proposals with no area inside the image",
+                        name or "image", int((~ok).sum()), len(boxes))
+        return boxes[ok]
+
+    def detect(self, image: np.ndarray, name: str | None = None) -> Detections:
+        """RGB uint8 ``[H, W, 3]`` -> :class:`Detections` (xyxy boxes, scores, labels into ``classes``)."""
+        t = StageTimings()
+        t0 = time.perf_counter()
+        boxes = self.propose(image, name)                                    # 1. proposals
+        t.proposals_s = time.perf_counter() - t0
+        t.num_proposals = len(boxes)
+        if len(boxes) == 0:
+            log.warning("%s: no proposals, no detections", name or "image")
+            self.last_timings = t
+            return Detections.empty()
+        self.classifier.timings.reset()
+        probs = self.classifier.classify_regions(                            # 2. warp + 3. ensemble
+            prepare_image(image, self.classifier.preprocess), boxes, self.warp_cfg)
+        t.warp_s, t.classify_s = self.classifier.timings.warp_s, self.classifier.timings.classify_s
+        t1 = time.perf_counter()
+        dets = select_detections(boxes, probs, self.detect_cfg.nms_threshold,  # 4. NMS, threshold, top-k
+                                 self.detect_cfg.score_threshold, self.detect_cfg.max_per_image)
+        t.postprocess_s = time.perf_counter() - t1
+        self.last_timings = t
+        log.info("%s: %d proposals (%.2f s), warp %.2f s, classify %.2f s (%.0f regions/s), nms %.3f s "
+                 "-> %d detections", name or "image", t.num_proposals, t.proposals_s, t.warp_s,
+                 t.classify_s, t.num_proposals / max(t.classify_s, 1e-9), t.postprocess_s, len(dets))
+        return dets

@@ -1,0 +1,106 @@
+"""Detector pipeline: post-processing with hand-computed answers, empty proposals, an end-to-end run
+with a tiny colour classifier whose answer is known, and (with the real weights) a real photo."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from detector.classifier import Ensemble, RegionClassifier
+from detector.config import DetectConfig, WarpConfig
+from detector.pipeline import Detector, select_detections, whole_image_proposer
+
+IDENTITY = SimpleNamespace(channel_order="RGB", scale=255.0, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+
+
+class ColourNet(nn.Module):
+    """Logits ``[0, red, green]`` = background 0 vs the mean red / green value of the region / 10."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = x.mean(dim=(2, 3))  # [N, 3] RGB means 0..255
+        return torch.stack([torch.zeros(len(x)), m[:, 0] / 10, m[:, 1] / 10], dim=1)
+
+
+def colour_ensemble(batch_size: int = 2) -> Ensemble:
+    member = RegionClassifier(ColourNet(), ("red", "green"), ("red thing", "green thing"), IDENTITY)
+    return Ensemble([member], batch_size=batch_size, channels_last=False)
+
+
+def test_select_detections_nms_threshold_topk():
+    boxes = np.array([[0, 0, 10, 10],     # 0
+                      [1, 0, 11, 10],     # 1: IoU 9/11 = 0.82 with 0
+                      [5, 0, 15, 10],     # 2: IoU 5/15 = 0.33 with 0 (> 0.3: suppressed), 6/14 with 1
+                      [20, 20, 30, 30]],  # 3: far away
+                     np.float32)
+    probs = np.array([[0.1, 0.9, 0.0],
+                      [0.2, 0.8, 0.0],
+                      [0.3, 0.7, 0.0],
+                      [0.3, 0.04, 0.66]], np.float32)
+    d = select_detections(boxes, probs, nms_threshold=0.3, score_threshold=0.05, max_per_image=100)
+    # class 0: box 0 (0.9) suppresses 1 and 2; box 3's 0.04 is below the threshold; class 1: box 3
+    np.testing.assert_array_equal(d.labels, [0, 1])
+    np.testing.assert_allclose(d.scores, [0.9, 0.66])
+    np.testing.assert_array_equal(d.boxes, boxes[[0, 3]])
+    # NMS never crosses classes: the same box can be reported for two classes
+    probs2 = np.array([[0.0, 0.5, 0.5]], np.float32)
+    d2 = select_detections(boxes[:1], probs2, 0.3, 0.05, 100)
+    assert sorted(d2.labels.tolist()) == [0, 1]
+    # at IoU threshold 0.9 nothing overlaps enough: 3 boxes of class 0 + box 3 of class 1; top-2 keeps the best
+    d3 = select_detections(boxes, probs, nms_threshold=0.9, score_threshold=0.05, max_per_image=2)
+    np.testing.assert_allclose(d3.scores, [0.9, 0.8])
+    # nothing above the threshold -> empty
+    assert len(select_detections(boxes, probs, 0.3, 0.95, 100)) == 0
+
+
+def test_empty_proposals_give_empty_detections():
+    img = np.zeros((20, 30, 3), np.uint8)
+    det = Detector(lambda im, name=None: np.zeros((0, 4), np.float32), colour_ensemble(),
+                   WarpConfig(size=16, context_pad=2), DetectConfig())
+    d = det.detect(img)
+    assert len(d) == 0 and d.boxes.shape == (0, 4)
+    # proposals entirely outside the image are dropped (counted in a warning), not classified
+    det2 = Detector(lambda im, name=None: np.array([[40, 40, 50, 50]], np.float32), colour_ensemble(),
+                    WarpConfig(size=16, context_pad=2), DetectConfig())
+    assert len(det2.detect(img)) == 0
+    assert det2.last_timings.num_proposals == 0
+
+
+def test_end_to_end_finds_the_red_square():
+    img = np.zeros((64, 64, 3), np.uint8)
+    img[16:48, 16:48] = (250, 0, 0)   # red square
+    img[50:60, 2:12] = (0, 200, 0)    # small green patch
+    proposals = np.array([[16, 16, 48, 48],   # the red square exactly
+                          [20, 20, 52, 52],   # overlaps it (IoU 0.6) with some black: lower red score
+                          [0, 0, 64, 64],     # whole image
+                          [2, 50, 12, 60]],   # the green patch
+                         np.float32)
+    det = Detector(lambda im, name=None: proposals, colour_ensemble(batch_size=3),
+                   WarpConfig(size=16, context_pad=2), DetectConfig(score_threshold=0.5))
+    d = det.detect(img, "synthetic")
+    red = d.boxes[d.labels == 0]
+    green = d.boxes[d.labels == 1]
+    np.testing.assert_array_equal(red[0], proposals[0])  # best red box = the square; its overlap suppressed
+    assert not any((b == proposals[1]).all() for b in red)
+    np.testing.assert_array_equal(green[0], proposals[3])
+    assert det.last_timings.num_proposals == 4 and det.last_timings.total_s > 0
+    assert np.all(np.diff(d.scores) <= 0)
+
+
+def test_whole_image_proposer():
+    np.testing.assert_array_equal(whole_image_proposer(np.zeros((7, 9, 3), np.uint8)), [[0, 0, 9, 7]])
+
+
+def test_real_photo_whole_image_is_a_cat(bvlc_weights, shared_data, monkeypatch):
+    """The embedded default on skimage's chelsea (a cat), whole image as the one proposal."""
+    skimage_data = pytest.importorskip("skimage.data")
+    from detector.classifier import build_classifier
+    from detector.config import ModelConfig
+
+    monkeypatch.setenv("GOOGLENET_RCNN_DEVKIT", str(shared_data / "ilsvrc2014_devkit"))
+    ens = build_classifier(ModelConfig(weights=str(bvlc_weights), batch_size=4))
+    det = Detector(whole_image_proposer, ens, WarpConfig(), DetectConfig(score_threshold=0.0))
+    d = det.detect(skimage_data.chelsea(), "chelsea")
+    assert ens.class_names[int(d.labels[0])].startswith("domestic cat")
