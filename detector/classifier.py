@@ -243,9 +243,6 @@ def load_checkpoint_member(path: str | os.PathLike, warp_cfg: WarpConfig | None 
     missing or unexpected tensor is an error listing them. When ``warp_cfg`` is given and the
     checkpoint's warp settings differ, a warning is logged (R-CNN: train and test crops must match).
     """
-    from .googlenet import GoogLeNet
-    from .weights import BVLC_PREPROCESS
-
     p = Path(path)
     if not p.is_file():
         raise UserError(f"{p}: checkpoint not found")
@@ -258,6 +255,9 @@ def load_checkpoint_member(path: str | os.PathLike, warp_cfg: WarpConfig | None 
     missing = [k for k in ("model", "classes", "class_names") if k not in ckpt]
     if missing:
         raise UserError(f"{p}: checkpoint lacks {missing} (has {sorted(ckpt)})")
+    from .googlenet import GoogLeNet
+    from .weights import BVLC_PREPROCESS
+
     state = ckpt["model"]
     classes, names = list(ckpt["classes"]), list(ckpt["class_names"])
     train_cfg = ckpt.get("config") or {}

@@ -1,0 +1,113 @@
+"""Region classifier and ensemble: averaging with hand-computed softmaxes, streaming in batches,
+consistency checks, checkpoint loading (strict), the embedded default on real weights."""
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from detector.classifier import Ensemble, RegionClassifier, build_classifier, find_meta_det
+from detector.cli import UserError
+from detector.config import ModelConfig, WarpConfig
+from detector.warp import prepare_image
+
+IDENTITY = SimpleNamespace(channel_order="RGB", scale=255.0, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+
+
+class ConstNet(nn.Module):
+    """Returns the same logits for every region."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.register_buffer("logits", torch.tensor(logits, dtype=torch.float32))
+
+    def forward(self, x):
+        return self.logits.expand(len(x), -1)
+
+
+class MeanNet(nn.Module):
+    """Logits [0, mean of the region / 100]: depends on the region, so batching mistakes show."""
+
+    def forward(self, x):
+        return torch.stack([torch.zeros(len(x)), x.mean(dim=(1, 2, 3)) / 100], dim=1)
+
+
+def member(net, classes=("a",), pre=IDENTITY, source="m"):
+    return RegionClassifier(net, classes, [c.upper() for c in classes], pre, source=source)
+
+
+def test_ensemble_averages_softmax_probabilities():
+    # logits [0, ln 3] -> softmax [1/4, 3/4]; logits [0, 0] -> [1/2, 1/2]; average [3/8, 5/8]
+    ens = Ensemble([member(ConstNet([0.0, math.log(3.0)])), member(ConstNet([0.0, 0.0]))], channels_last=False)
+    p = ens.predict(torch.zeros(2, 3, 8, 8))
+    np.testing.assert_allclose(p, [[0.375, 0.625], [0.375, 0.625]], atol=1e-6)
+    assert p.dtype == np.float32 and ens.predict(torch.zeros(0, 3, 8, 8)).shape == (0, 2)
+    # averaging probabilities, not logits: the logit average [0, ln 3 / 2] would give 0.634 instead
+    assert abs(p[0, 1] - 1 / (1 + 3 ** -0.5)) > 0.005
+
+
+def test_head_replaces_softmax_and_output_width_is_checked():
+    class Half(nn.Module):
+        def forward(self, logits):
+            return torch.full((len(logits), 3), 1 / 3)
+
+    m = RegionClassifier(ConstNet([1.0, 2.0, 3.0, 4.0]), ("a", "b"), ("A", "B"), IDENTITY, head=Half())
+    np.testing.assert_allclose(Ensemble([m], channels_last=False).predict(torch.zeros(1, 3, 4, 4)), [[1 / 3] * 3])
+    bad = RegionClassifier(ConstNet([1.0, 2.0, 3.0]), ("a",), ("A",), IDENTITY, source="bad.pt")
+    with pytest.raises(ValueError, match="bad.pt gives 3 outputs, expected K \\+ 1 = 2"):
+        Ensemble([bad], channels_last=False).predict(torch.zeros(1, 3, 4, 4))
+
+
+def test_members_must_agree():
+    with pytest.raises(UserError, match="disagree on classes"):
+        Ensemble([member(ConstNet([0.0, 0.0])), member(ConstNet([0.0, 0.0, 0.0]), classes=("a", "b"))])
+    other = SimpleNamespace(channel_order="BGR", scale=255.0, mean=(104.0, 117.0, 123.0), std=(1.0, 1.0, 1.0))
+    with pytest.raises(UserError, match="same preprocessing"):
+        Ensemble([member(ConstNet([0.0, 0.0])), member(ConstNet([0.0, 0.0]), pre=other)])
+    with pytest.raises(UserError, match="backend"):
+        Ensemble([member(ConstNet([0.0, 0.0]))], backend="tpu")
+    with pytest.raises(ValueError, match="at least one"):
+        Ensemble([])
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_streaming_batches_equal_one_batch(channels_last):
+    rng = np.random.default_rng(0)
+    img = prepare_image(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8), IDENTITY)
+    boxes = np.array([[0, 0, 10, 10], [5, 5, 45, 35], [20, 0, 50, 40], [1, 2, 3, 4], [0, 0, 50, 40]], np.float32)
+    cfg = WarpConfig(size=16, context_pad=2)
+    small = Ensemble([member(MeanNet())], batch_size=2, channels_last=channels_last)
+    big = Ensemble([member(MeanNet())], batch_size=100, channels_last=channels_last)
+    a = small.classify_regions(img, boxes, cfg)
+    b = big.classify_regions(img, boxes, cfg)
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    assert len(set(np.round(a[:, 1], 5))) == 5  # regions really differ
+    assert small.timings.regions == 5
+    assert small.classify_regions(img, np.zeros((0, 4), np.float32), cfg).shape == (0, 2)
+
+
+def test_meta_det_lookup_errors(tmp_path, monkeypatch):
+    monkeypatch.delenv("GOOGLENET_RCNN_DEVKIT", raising=False)
+    monkeypatch.delenv("GOOGLENET_RCNN_SHARED", raising=False)
+    with pytest.raises(UserError, match="--devkit"):
+        find_meta_det(None)
+    with pytest.raises(UserError, match="no meta_det.mat there"):
+        find_meta_det(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "meta_det.mat").write_bytes(b"x")
+    assert find_meta_det(tmp_path) == tmp_path / "data" / "meta_det.mat"
+    monkeypatch.setenv("GOOGLENET_RCNN_DEVKIT", str(tmp_path))
+    assert find_meta_det(None) == tmp_path / "data" / "meta_det.mat"
+
+
+def test_missing_checkpoint_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="checkpoint not found"):
+        build_classifier(ModelConfig(checkpoints=[str(tmp_path / "nope.pt")]))
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="not a readable checkpoint"):
+        build_classifier(ModelConfig(checkpoints=[str(bad)]))
