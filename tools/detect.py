@@ -1,0 +1,133 @@
+"""Detect objects in images: Selective Search (+ MultiBox) proposals, GoogLeNet region classifier(s).
+
+    python tools/detect.py photo.jpg [more.jpg | a_folder ...] [--out DIR] [--json dets.json]
+        [--config configs/detect_bvlc_ilsvrc.yaml] [--checkpoint model.pt ...] [--weights bvlc_googlenet.npz]
+        [--score-threshold 0.3] [--submission sub.txt --devkit ILSVRC_DEVKIT] [--whole-image]
+
+Prints one line per detection (image, class name, score, x1 y1 x2 y2 in 0-based pixel coordinates),
+draws labelled boxes into ``--out/<stem>.jpg|png``, writes every detection to ``--json`` and, for images
+whose stems are in the devkit's ``det_lists/val.txt``, an ILSVRC submission file. An unreadable image is
+reported in one line and skipped; the exit code is then 1 (2 for a usage/config error).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from detector.classifier import build_classifier
+from detector.cli import USER_ERRORS, UserError, run, setup_logging
+from detector.config import config_to_dict, load_config
+from detector.imageio import IMAGE_EXTENSIONS, read_image
+from detector.pipeline import Detector, make_proposer
+from detector.structures import Detections
+from detector.visualize import save_detections_image
+
+log = logging.getLogger("detect")
+
+
+def list_images(inputs: list[str]) -> list[Path]:
+    """Files as given (in order) and, for folders, their image files sorted by name (not recursive)."""
+    out: list[Path] = []
+    exts = {e.lower() for e in IMAGE_EXTENSIONS}
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in exts)
+            if not found:
+                log.warning("%s: folder has no image files (%s)", p, ", ".join(sorted(exts)))
+            out.extend(found)
+        else:
+            out.append(p)  # a missing file is reported per image, like an unreadable one
+    return out
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("images", nargs="+", help="image files and/or folders of images")
+    ap.add_argument("--config", help="YAML overriding the defaults (configs/detect_*.yaml)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override, e.g. --set detect.nms_threshold=0.4 (repeatable)")
+    ap.add_argument("--checkpoint", action="append", default=[],
+                    help="trained region classifier; repeat for an ensemble (default: embedded ImageNet->DET)")
+    ap.add_argument("--weights", help="BVLC GoogLeNet .npz (default: $GOOGLENET_WEIGHTS, then the user cache)")
+    ap.add_argument("--devkit", help="ILSVRC 2014 devkit folder (meta_det.mat for the embedded default; "
+                    "det_lists/val.txt for --submission); default $GOOGLENET_RCNN_DEVKIT")
+    ap.add_argument("--out", help="folder for pictures with labelled boxes")
+    ap.add_argument("--json", help="write every detection to this JSON file")
+    ap.add_argument("--submission", help="write an ILSVRC submission (needs the devkit's val.txt)")
+    ap.add_argument("--score-threshold", type=float, help="override detect.score_threshold")
+    ap.add_argument("--batch-size", type=int, help="override model.batch_size (regions per forward)")
+    ap.add_argument("--threads", type=int, help="override model.threads")
+    ap.add_argument("--whole-image", action="store_true",
+                    help="replace the proposals by the whole image (the lower bound)")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    return ap.parse_args(argv)
+
+
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, OSError) and getattr(e, "filename", None):
+        return f"{e.filename}: {e.strerror}"
+    return str(e)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.verbose)
+    overrides = list(args.overrides)
+    if args.checkpoint:
+        overrides.append(f"model.checkpoints={json.dumps(args.checkpoint)}")
+    if args.weights:
+        overrides.append(f"model.weights={json.dumps(args.weights)}")
+    for key, val in (("detect.score_threshold", args.score_threshold), ("model.batch_size", args.batch_size),
+                     ("model.threads", args.threads)):
+        if val is not None:
+            overrides.append(f"{key}={val}")
+    cfg = load_config(args.config, overrides)
+    log.info("config: %s", json.dumps({k: config_to_dict(getattr(cfg, k))
+                                        for k in ("proposals", "warp", "model", "detect")}))
+    images = list_images(args.images)
+    if not images:
+        raise UserError("no images given (files or folders with .jpg/.png/... files)")
+    classifier = build_classifier(cfg.model, cfg.warp, meta_det=args.devkit)
+    detector = Detector(make_proposer(cfg.proposals, whole_image=args.whole_image), classifier, cfg.warp,
+                        cfg.detect)
+    names = classifier.class_names
+    results: dict[str, Detections] = {}
+    paths: dict[str, Path] = {}
+    failures = 0
+    for path in tqdm(images, desc="images", unit="img", file=sys.stderr, disable=len(images) < 2):
+        try:
+            image = read_image(path)
+            dets = detector.detect(image, path.stem)
+        except USER_ERRORS as e:
+            failures += 1
+            tqdm.write(f"error: {_one_line(e)}", file=sys.stderr)
+            continue
+        results[path.stem] = dets
+        paths[path.stem] = path
+        for box, score, label in zip(dets.boxes, dets.scores, dets.labels):
+            print(f"{path}\t{names[int(label)]}\t{float(score):.4f}\t"
+                  f"{box[0]:.1f} {box[1]:.1f} {box[2]:.1f} {box[3]:.1f}", flush=True)
+        if args.out:
+            suffix = ".png" if path.suffix.lower() == ".png" else ".jpg"
+            save_detections_image(image, dets, names, Path(args.out) / f"{path.stem}{suffix}")
+    write_outputs(args, results, paths, classifier.classes, names)
+    log.info("%d image(s) processed, %d failed, %d detections", len(results), failures,
+             sum(len(d) for d in results.values()))
+    return 1 if failures else 0
+
+
+def write_outputs(args, results: dict[str, Detections], paths: dict[str, Path], classes, names) -> None:
+    """The ``--json`` and ``--submission`` files."""
+    if args.json or args.submission:
+        raise UserError("--json / --submission need detector/evaluation/detections_io.py (not yet available)")
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))
