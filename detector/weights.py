@@ -22,10 +22,10 @@ import numpy as np
 import torch
 
 from .cli import UserError
-from .googlenet import GoogLeNet, caffe_key
+from .googlenet import GoogLeNet
 
 __all__ = ["Preprocess", "BVLC_PREPROCESS", "TORCHVISION_PREPROCESS", "WeightsError", "find_weights",
-           "load_bvlc_weights", "sha256_file", "preprocess_images", "OFFICIAL_SHA256", "WEIGHTS_HELP"]
+           "load_bvlc_weights", "sha256_file", "preprocess", "preprocess_images", "OFFICIAL_SHA256", "WEIGHTS_HELP"]
 
 log = logging.getLogger(__name__)
 
@@ -110,33 +110,53 @@ def load_bvlc_weights(model: GoogLeNet, path: str | os.PathLike, strict_classifi
     if not p.is_file():
         raise WeightsError(f"{p}: weights file not found. "
                            + WEIGHTS_HELP.format(url=CAFFEMODEL_URL, cache=_cache_path(), env=ENV_VAR))
+    if strict_classifier and model.num_classes != 1000:
+        raise WeightsError(f"{p}: the BVLC classifier is 1000-way but the network has {model.num_classes} "
+                           "classes; load the trunk only with strict_classifier=False")
     sha = sha256_file(p)
+    log.info("reading weights %s (sha256 %s)", p, sha)
     arrays = _read_npz(p)
+    keys = model.caffe_state_keys()  # state_dict key -> Caffe key, through googlenet.CAFFE_NAMES
     state = model.state_dict()
-    wanted = {}
-    for k, t in state.items():
+    wanted: dict[str, tuple[str, tuple[int, ...]]] = {}
+    optional: dict[str, tuple[str, tuple[int, ...]]] = {}  # loaded when present (aux heads)
+    for k, ck in keys.items():
+        entry = (k, tuple(state[k].shape))
         if k.startswith(("aux1.", "aux2.")):
+            optional[ck] = entry
+        elif k.startswith("classifier.") and not strict_classifier:
             continue
-        if k.startswith("classifier.") and not strict_classifier:
-            continue
-        wanted[caffe_key(k)] = (k, tuple(t.shape))
+        else:
+            wanted[ck] = entry
     missing = sorted(set(wanted) - set(arrays))
-    allowed_extra = {k for k in arrays if k.startswith("loss3/classifier/")} if not strict_classifier else set()
-    allowed_extra |= {k for k in arrays if k.startswith(("loss1/", "loss2/")) and model.aux_logits}
-    unexpected = sorted(set(arrays) - set(wanted) - allowed_extra)
+    # Tolerated extras: the 1000-way classifier when not wanted, and the aux classifiers of a converted
+    # train-time caffemodel (the shared .npz has none) when the network has no aux heads.
+    tolerated = {k for k in arrays if k.startswith("loss3/classifier/")} if not strict_classifier else set()
+    tolerated |= {k for k in arrays if k.startswith(("loss1/", "loss2/")) and not model.aux_logits}
+    unexpected = sorted(set(arrays) - set(wanted) - set(optional) - tolerated)
     bad_shapes = [f"{ck}: file {tuple(arrays[ck].shape)} vs network {shape}"
-                  for ck, (_, shape) in wanted.items() if ck in arrays and tuple(arrays[ck].shape) != shape]
+                  for ck, (_, shape) in {**wanted, **optional}.items()
+                  if ck in arrays and tuple(arrays[ck].shape) != shape]
     if missing or unexpected or bad_shapes:
-        raise WeightsError(f"{p}: does not fit the BVLC GoogLeNet: missing {missing[:10]}"
-                           f"{' ...' if len(missing) > 10 else ''}, unexpected {unexpected[:10]}, "
-                           f"wrong shapes {bad_shapes[:10]}")
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} tensors {missing[:10]}{' ...' if len(missing) > 10 else ''}")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} tensors {unexpected[:10]}"
+                         f"{' ...' if len(unexpected) > 10 else ''}")
+        if bad_shapes:
+            parts.append(f"wrong shapes {bad_shapes[:10]}")
+        raise WeightsError(f"{p}: does not fit the BVLC GoogLeNet: " + "; ".join(parts))
     new_state = {}
-    for ck, (k, _) in wanted.items():
+    for ck, (k, _) in list(wanted.items()) + [(c, e) for c, e in optional.items() if c in arrays]:
         arr = arrays[ck]
         if arr.dtype.kind != "f" or not np.isfinite(arr).all():
-            raise WeightsError(f"{p}: tensor {ck} is not finite float data")
+            raise WeightsError(f"{p}: tensor {ck} is not finite float data (dtype {arr.dtype})")
         new_state[k] = torch.from_numpy(arr.astype(np.float32))
     model.load_state_dict(new_state, strict=False)
+    fresh = sorted({k.split(".")[0] for k in state if k not in new_state})
+    if fresh:
+        log.info("kept fresh initialisation for %s (not loaded from %s)", fresh, p.name)
     if sha != OFFICIAL_SHA256:
         log.warning("%s: sha256 %s differs from the official converted file (%s...); names and shapes match",
                     p, sha, OFFICIAL_SHA256[:12])
@@ -144,16 +164,27 @@ def load_bvlc_weights(model: GoogLeNet, path: str | os.PathLike, strict_classifi
     return sha
 
 
-def preprocess_images(images: torch.Tensor, pre: Preprocess = BVLC_PREPROCESS) -> torch.Tensor:
-    """RGB uint8/float 0..255 ``[N, H, W, 3]`` or ``[N, 3, H, W]`` -> network input ``[N, 3, H, W]`` float."""
-    x = images
-    if x.ndim != 4:
-        raise ValueError(f"expected a batch [N, H, W, 3] or [N, 3, H, W], got {tuple(x.shape)}")
-    if x.shape[-1] == 3 and x.shape[1] != 3:
-        x = x.permute(0, 3, 1, 2)
-    x = x.float()
-    if pre.channel_order.upper() == "BGR":
+def preprocess(images, pre: Preprocess = BVLC_PREPROCESS) -> torch.Tensor:
+    """RGB images 0..255 (uint8 or float; numpy or torch), ``[N, H, W, 3]`` (or one ``[H, W, 3]``)
+    -> network input float32 ``[N, 3, H, W]`` in ``pre.channel_order``, scaled and normalised.
+
+    BVLC: BGR, 0..255 minus (104, 117, 123). The same arithmetic as ``detector.warp``'s normalisation.
+    """
+    x = torch.as_tensor(np.asarray(images)) if not isinstance(images, torch.Tensor) else images
+    if x.ndim == 3:
+        x = x.unsqueeze(0)
+    if x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"expected RGB images [N, H, W, 3] (or [H, W, 3]), got {tuple(x.shape)}")
+    x = x.permute(0, 3, 1, 2).float()
+    order = pre.channel_order.upper()
+    if order == "BGR":
         x = x.flip(1)
+    elif order != "RGB":
+        raise ValueError(f"channel_order must be 'RGB' or 'BGR', got {pre.channel_order!r}")
     mean = torch.tensor(pre.mean, dtype=torch.float32).view(1, 3, 1, 1)
     std = torch.tensor(pre.std, dtype=torch.float32).view(1, 3, 1, 1)
-    return (x * (pre.scale / 255.0) - mean) / std
+    return ((x * (pre.scale / 255.0) - mean) / std).contiguous()
+
+
+#: Alias kept for callers that used the earlier name.
+preprocess_images = preprocess
