@@ -25,7 +25,7 @@ from .cli import UserError
 from .googlenet import GoogLeNet
 
 __all__ = ["Preprocess", "BVLC_PREPROCESS", "TORCHVISION_PREPROCESS", "WeightsError", "find_weights",
-           "load_bvlc_weights", "sha256_file", "preprocess", "preprocess_images", "OFFICIAL_SHA256", "WEIGHTS_HELP"]
+           "load_bvlc_weights", "sha256_file", "preprocess", "preprocess_images", "build_backbone", "BACKBONES", "OFFICIAL_SHA256", "WEIGHTS_HELP"]
 
 log = logging.getLogger(__name__)
 
@@ -188,3 +188,35 @@ def preprocess(images, pre: Preprocess = BVLC_PREPROCESS) -> torch.Tensor:
 
 #: Alias kept for callers that used the earlier name.
 preprocess_images = preprocess
+
+
+BACKBONES = ("bvlc", "torchvision")
+
+
+def build_backbone(backbone: str = "bvlc", num_classes: int = 1000, weights: str | os.PathLike | None = None,
+                   aux_logits: bool = False, dropout: float = 0.4) -> tuple[torch.nn.Module, Preprocess, str]:
+    """An ImageNet-initialised classifier for ``ModelConfig.backbone`` -> ``(net, preprocess, source)``.
+
+    * ``"bvlc"`` (default, the paper's network): :class:`GoogLeNet` with the BVLC weights found by
+      :func:`find_weights` (``weights`` = explicit path); with ``num_classes != 1000`` only the trunk is
+      loaded and the head is fresh. ``source`` = "<path> sha256 <hash>".
+    * ``"torchvision"``: torchvision's ``googlenet`` with IMAGENET1K_V1 (downloaded by torchvision on first
+      use, only when a user selects this backbone). A different network (BatchNorm, 3x3 third branch, RGB
+      normalised input = :data:`TORCHVISION_PREPROCESS`), without ``forward_features``/``freeze_below``/aux.
+    """
+    if backbone == "bvlc":
+        net = GoogLeNet(num_classes=num_classes, aux_logits=aux_logits, dropout=dropout)
+        path = find_weights(weights)
+        sha = load_bvlc_weights(net, path, strict_classifier=num_classes == 1000)
+        return net, BVLC_PREPROCESS, f"{path} sha256 {sha}"
+    if backbone == "torchvision":
+        from .googlenet import torchvision_googlenet
+
+        if aux_logits:
+            raise UserError("model.backbone=torchvision has no auxiliary heads here; use backbone=bvlc")
+        if weights:
+            log.warning("model.weights=%s is ignored for backbone=torchvision (torchvision's own weights)", weights)
+        log.info("torchvision googlenet IMAGENET1K_V1 (a BatchNorm variant, not the paper's network)")
+        return torchvision_googlenet(num_classes, pretrained=True), TORCHVISION_PREPROCESS, \
+            "torchvision googlenet IMAGENET1K_V1"
+    raise UserError(f"model.backbone must be one of {BACKBONES}, got {backbone!r}")

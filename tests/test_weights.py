@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from detector.cli import UserError
 from detector.googlenet import GoogLeNet
 from detector.weights import (BVLC_PREPROCESS, OFFICIAL_SHA256, Preprocess, WeightsError, find_weights,
                               load_bvlc_weights, preprocess, sha256_file)
@@ -145,3 +146,15 @@ def test_preprocess_matches_warp_normalisation():
 
 def test_real_file_hash(bvlc_weights):
     assert sha256_file(bvlc_weights) == OFFICIAL_SHA256
+
+
+def test_build_backbone(tmp_path, fake_arrays):
+    from detector.weights import TORCHVISION_PREPROCESS, build_backbone
+
+    p = _save(tmp_path, fake_arrays)
+    net, pre, source = build_backbone("bvlc", num_classes=5, weights=str(p), aux_logits=True)
+    assert pre == BVLC_PREPROCESS and sha256_file(p) in source and net.classifier.out_features == 5
+    np.testing.assert_array_equal(net.conv1.weight.detach().numpy(), fake_arrays["conv1/7x7_s2/weight"])
+    with pytest.raises(UserError, match="backbone must be one of"):
+        build_backbone("resnet", weights=str(p))
+    assert TORCHVISION_PREPROCESS.channel_order == "RGB" and TORCHVISION_PREPROCESS.scale == 1.0
