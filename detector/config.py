@@ -107,6 +107,7 @@ class TrainConfig:
     lr_step: int = 1000
     lr_gamma: float = 0.1
     aux_loss_weight: float = 0.3
+    head_lr_mult: float = 10.0  # R-CNN's fine-tuning prototxt: the new fc8 layer learns at 10x the base lr
     hflip: bool = True
     photometric: bool = False
     ema_decay: float = 0.999  # Polyak averaging; 0 disables
