@@ -236,46 +236,37 @@ def embedded_member(cfg: ModelConfig, meta_det: str | os.PathLike | None = None)
 
 
 def load_checkpoint_member(path: str | os.PathLike, warp_cfg: WarpConfig | None = None) -> RegionClassifier:
-    """A trained region classifier from a detector/training checkpoint.
+    """A trained region classifier from a detector/training checkpoint (``detector.training.checkpoint``).
 
-    The checkpoint holds at least ``model`` (GoogLeNet state dict with a ``K + 1``-way classifier),
-    ``classes``, ``class_names`` and ``config`` (the training config as a dict). Loading is strict: a
-    missing or unexpected tensor is an error listing them. When ``warp_cfg`` is given and the
-    checkpoint's warp settings differ, a warning is logged (R-CNN: train and test crops must match).
+    Uses its ``model`` weights (the EMA average when training kept one), ``classes``, ``class_names`` and
+    ``arch`` (``"bvlc_googlenet"`` or ``"bvlc_googlenet+aux"``). Loading is strict: a missing or
+    unexpected tensor is an error listing them. When ``warp_cfg`` is given and the checkpoint's training
+    warp differs, a warning is logged (R-CNN: train and test crops must be identical).
     """
+    from .googlenet import GoogLeNet
+    from .training.checkpoint import load_checkpoint
+    from .weights import BVLC_PREPROCESS
+
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{p}: checkpoint not found")
-    try:
-        ckpt = torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad user file
-        raise UserError(f"{p}: not a readable checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(ckpt, dict):
-        raise UserError(f"{p}: expected a checkpoint dict, got {type(ckpt).__name__}")
+    ckpt = load_checkpoint(p)  # CheckpointError (a UserError) for a missing / unreadable / foreign file
     missing = [k for k in ("model", "classes", "class_names") if k not in ckpt]
     if missing:
         raise UserError(f"{p}: checkpoint lacks {missing} (has {sorted(ckpt)})")
-    from .googlenet import GoogLeNet
-    from .weights import BVLC_PREPROCESS
-
-    state = ckpt["model"]
+    arch = str(ckpt.get("arch", "bvlc_googlenet"))
+    if arch not in ("bvlc_googlenet", "bvlc_googlenet+aux"):
+        raise UserError(f"{p}: architecture {arch!r} is not supported by the detector (bvlc_googlenet[+aux])")
     classes, names = list(ckpt["classes"]), list(ckpt["class_names"])
-    train_cfg = ckpt.get("config") or {}
-    model_cfg = train_cfg.get("model", {}) if isinstance(train_cfg, dict) else {}
-    backbone = model_cfg.get("backbone", "bvlc") if isinstance(model_cfg, dict) else "bvlc"
-    if backbone != "bvlc":
-        raise UserError(f"{p}: backbone {backbone!r} checkpoints are not supported by this loader (bvlc only)")
-    aux = any(k.startswith("aux") for k in state)
-    net = GoogLeNet(num_classes=len(classes) + 1, aux_logits=aux)
-    result = net.load_state_dict(state, strict=False)
+    net = GoogLeNet(num_classes=len(classes) + 1, aux_logits=arch.endswith("+aux"))
+    result = net.load_state_dict(ckpt["model"], strict=False)
     if result.missing_keys or result.unexpected_keys:
-        raise UserError(f"{p}: checkpoint does not fit GoogLeNet(num_classes={len(classes) + 1}): missing "
-                        f"{result.missing_keys[:8]}, unexpected {result.unexpected_keys[:8]}")
+        raise UserError(f"{p}: weights do not fit GoogLeNet(num_classes={len(classes) + 1}, arch {arch}): "
+                        f"missing {result.missing_keys[:8]}, unexpected {result.unexpected_keys[:8]}")
+    train_cfg = ckpt.get("config") or {}
     if warp_cfg is not None and isinstance(train_cfg, dict) and isinstance(train_cfg.get("warp"), dict):
         if train_cfg["warp"] != config_to_dict(warp_cfg):
             log.warning("%s was trained with warp %s but is tested with %s (R-CNN: crops must match)",
                         p, train_cfg["warp"], config_to_dict(warp_cfg))
-    log.info("loaded checkpoint %s: %d classes", p, len(classes))
+    log.info("loaded checkpoint %s: %s, %d classes, iteration %s", p, arch, len(classes), ckpt.get("iteration"))
     return RegionClassifier(net, classes, names, BVLC_PREPROCESS, source=str(p))
 
 

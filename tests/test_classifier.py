@@ -111,3 +111,43 @@ def test_missing_checkpoint_is_a_user_error(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="not a readable checkpoint"):
         build_classifier(ModelConfig(checkpoints=[str(bad)]))
+
+
+def _write_checkpoint(path, classes=("n01", "n02"), aux=False, drop_key=None):
+    from detector.googlenet import GoogLeNet
+    from detector.training import checkpoint as ck
+
+    torch.manual_seed(0)
+    net = GoogLeNet(num_classes=len(classes) + 1, aux_logits=aux)
+    state = net.state_dict()
+    if drop_key:
+        state.pop(drop_key)
+    ck.save_atomic({"format": ck.FORMAT, "format_version": ck.FORMAT_VERSION,
+                    "arch": ck.architecture_id("bvlc", aux), "model": state, "classes": list(classes),
+                    "class_names": [c.upper() for c in classes], "config": {"warp": {"mode": "square"}}}, path)
+    return net
+
+
+def test_checkpoints_make_an_ensemble(tmp_path):
+    net = _write_checkpoint(tmp_path / "a.pt")
+    _write_checkpoint(tmp_path / "b.pt", aux=True)
+    ens = build_classifier(ModelConfig(checkpoints=[str(tmp_path / "a.pt"), str(tmp_path / "b.pt")],
+                                       batch_size=2), WarpConfig())
+    assert ens.classes == ("n01", "n02") and ens.class_names == ("N01", "N02")
+    x = torch.randn(2, 3, 224, 224)
+    p = ens.predict(x)
+    assert p.shape == (2, 3)
+    np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-5)
+    with torch.inference_mode():  # member a alone = the saved network's softmax
+        expected = torch.softmax(net.eval()(x), dim=1).numpy()
+    np.testing.assert_allclose(ens.members[0](x).detach().numpy(), expected, atol=1e-4)
+
+
+def test_checkpoint_errors(tmp_path):
+    _write_checkpoint(tmp_path / "short.pt", drop_key="classifier.bias")
+    with pytest.raises(UserError, match="missing \\['classifier.bias'\\]"):
+        build_classifier(ModelConfig(checkpoints=[str(tmp_path / "short.pt")]))
+    _write_checkpoint(tmp_path / "two.pt")
+    _write_checkpoint(tmp_path / "three.pt", classes=("n01", "n02", "n03"))
+    with pytest.raises(UserError, match="disagree on classes"):
+        build_classifier(ModelConfig(checkpoints=[str(tmp_path / "two.pt"), str(tmp_path / "three.pt")]))
