@@ -216,23 +216,19 @@ def embedded_member(cfg: ModelConfig, meta_det: str | os.PathLike | None = None)
     """The BVLC ImageNet GoogLeNet + EmbeddedDetHead: a classifier of the 200 ILSVRC DET classes."""
     from .datasets.ilsvrc_meta import detection_classes, read_meta_det
     from .embedded import EmbeddedDetHead
-    from .googlenet import GoogLeNet
-    from .weights import BVLC_PREPROCESS, find_weights, load_bvlc_weights
+    from .weights import build_backbone, find_weights
 
     if cfg.backbone != "bvlc":
         raise UserError(f"the embedded default uses the BVLC weights (model.backbone=bvlc), got "
                         f"model.backbone={cfg.backbone!r}; give --checkpoint for another backbone")
-    weights = find_weights(cfg.weights)
-    net = GoogLeNet(num_classes=1000, aux_logits=False)
-    sha = load_bvlc_weights(net, weights)
-    meta_path = find_meta_det(meta_det)
-    synset_words = Path(weights).with_name("synset_words.txt")
+    meta_path = find_meta_det(meta_det)  # before the weights: the cheaper error first
+    net, pre, source = build_backbone("bvlc", 1000, cfg.weights)
+    synset_words = find_weights(cfg.weights).with_name("synset_words.txt")
     head = EmbeddedDetHead(meta_path, synset_words)
     det = detection_classes(read_meta_det(meta_path))
-    log.info("embedded default: BVLC GoogLeNet %s (sha256 %s) + ImageNet->DET head from %s",
-             weights, sha, meta_path)
-    return RegionClassifier(net, [s.wnid for s in det], [s.name for s in det], BVLC_PREPROCESS, head=head,
-                            source=f"{weights} (sha256 {sha[:12]})")
+    log.info("embedded default: BVLC GoogLeNet %s + ImageNet->DET head from %s (%d classes can fire)",
+             source, meta_path, head.firing_classes)
+    return RegionClassifier(net, [s.wnid for s in det], [s.name for s in det], pre, head=head, source=source)
 
 
 def load_checkpoint_member(path: str | os.PathLike, warp_cfg: WarpConfig | None = None) -> RegionClassifier:
