@@ -1,0 +1,180 @@
+"""Proposals per image on disk, keyed by the proposer config, computed in parallel worker processes.
+
+One ``.npz`` per image in ``cache_dir`` holds the boxes (float32 ``[N, 4]`` xyxy, original image
+coordinates) and the key they were built for: the sha256 of the proposer config (``ProposalConfig``) plus the
+image's identity (path, byte size, modification time). A file whose key differs is stale and is rebuilt
+(caches are honest). Files are written atomically (temporary file + ``os.replace``), so an interrupted run
+leaves only complete files and re-running continues where it stopped.
+
+:func:`propose` is the one dispatch on ``ProposalConfig.method``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing as mp
+import os
+import re
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from detector.config import ProposalConfig, config_to_dict
+from detector.imageio import read_image
+from detector.structures import ImageRecord
+
+from .selective_search import selective_search
+
+__all__ = ["METHODS", "propose", "cache_key", "cache_file", "load_proposals", "save_proposals",
+           "compute_proposals"]
+
+log = logging.getLogger(__name__)
+
+METHODS = ("ss", "multibox", "ss+multibox")
+
+
+def propose(image: np.ndarray, cfg: ProposalConfig, name: str = "<image>") -> np.ndarray:
+    """Proposals for ``image`` (RGB uint8 ``[H, W, 3]``) by ``cfg.method``: float32 ``[N, 4]`` xyxy."""
+    if cfg.method == "ss":
+        return selective_search(image, cfg.selective_search, name)
+    if cfg.method in ("multibox", "ss+multibox"):
+        try:
+            from .merge import propose_with_multibox
+        except ImportError:
+            raise ValueError(f"proposals.method={cfg.method!r} needs the MultiBox proposer (proposals/merge.py), "
+                             "which is not available in this installation") from None
+        return propose_with_multibox(image, cfg, name)
+    raise ValueError(f"proposals.method must be one of {METHODS}, got {cfg.method!r}")
+
+
+def _proposer_digest(cfg: ProposalConfig) -> str:
+    """Hash of what determines the boxes: the method and the config of the sources it uses."""
+    d = config_to_dict(cfg)
+    if cfg.method == "ss":
+        d.pop("multibox", None)
+    if cfg.method in ("multibox", "ss+multibox") and cfg.multibox.checkpoint:
+        from detector.weights import sha256_file
+        p = Path(cfg.multibox.checkpoint)
+        d["multibox_checkpoint_sha256"] = sha256_file(p) if p.is_file() else "missing"
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+
+
+def _image_identity(record: ImageRecord) -> dict:
+    p = Path(record.image_path) if record.image_path else None
+    if p is None:
+        raise ValueError(f"{record.image_id}: the record has no image file to compute proposals on")
+    st = p.stat()
+    return {"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def cache_key(record: ImageRecord, cfg: ProposalConfig, digest: str | None = None) -> str:
+    """The key a cached file must carry to be used for ``record`` under ``cfg``."""
+    ident = _image_identity(record)
+    ident["proposer"] = digest or _proposer_digest(cfg)
+    return json.dumps(ident, sort_keys=True)
+
+
+def cache_file(cache_dir: Path, record: ImageRecord) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", record.image_id)
+    return Path(cache_dir) / f"{safe}.npz"
+
+
+def save_proposals(path: Path, boxes: np.ndarray, key: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
+    np.savez(tmp, boxes=np.asarray(boxes, np.float32).reshape(-1, 4), key=np.array(key))
+    os.replace(tmp, path)
+
+
+def load_proposals(record: ImageRecord, cfg: ProposalConfig, cache_dir: Path,
+                   digest: str | None = None) -> np.ndarray | None:
+    """The cached boxes of ``record`` if present and built for exactly this config and image; else None."""
+    p = cache_file(cache_dir, record)
+    if not p.is_file():
+        return None
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            if str(z["key"]) != cache_key(record, cfg, digest):
+                log.debug("%s: stale cache entry (config or image changed)", p)
+                return None
+            return np.asarray(z["boxes"], np.float32).reshape(-1, 4)
+    except (OSError, ValueError, KeyError) as e:
+        log.warning("%s: unreadable cache entry (%s); recomputing", p, e)
+        return None
+
+
+def _worker_init() -> None:
+    import cv2
+    cv2.setNumThreads(1)
+    try:
+        import torch
+        torch.set_num_threads(1)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def _compute_one(args) -> tuple[str, int, str | None]:
+    record, cfg, cache_dir, digest = args
+    try:
+        img = read_image(record.image_path)
+        boxes = propose(img, cfg, record.image_id)
+        save_proposals(cache_file(cache_dir, record), boxes, cache_key(record, cfg, digest))
+        return record.image_id, len(boxes), None
+    except Exception as e:  # noqa: BLE001 - reported per image by the parent
+        return record.image_id, 0, f"{type(e).__name__}: {e}"
+
+
+def compute_proposals(records: Sequence[ImageRecord], cfg: ProposalConfig, cache_dir: Path, workers: int = 2,
+                      progress: bool = True) -> dict[str, np.ndarray]:
+    """Boxes for every record, computing only missing or stale entries (in ``workers`` processes).
+
+    Returns ``{image_id: boxes}``. Images that fail are logged with the reason and counted; if any failed,
+    a ``RuntimeError`` lists them after all others were computed and saved.
+    """
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    digest = _proposer_digest(cfg)
+    (cache_dir / "proposer_config.json").write_text(json.dumps(
+        {"digest": digest, "config": config_to_dict(cfg)}, indent=2, sort_keys=True))
+    out: dict[str, np.ndarray] = {}
+    todo = []
+    for r in records:
+        boxes = load_proposals(r, cfg, cache_dir, digest)
+        if boxes is None:
+            todo.append(r)
+        else:
+            out[r.image_id] = boxes
+    log.info("proposals: %d of %d images cached in %s, %d to compute with %d worker(s)",
+             len(out), len(records), cache_dir, len(todo), workers)
+    failures = []
+    if todo:
+        from tqdm import tqdm
+        jobs = [(r, cfg, cache_dir, digest) for r in todo]
+        bar = tqdm(total=len(jobs), desc="proposals", unit="img", disable=not progress)
+        if workers > 1:
+            ctx = mp.get_context("spawn")
+            with ctx.Pool(workers, initializer=_worker_init) as pool:
+                results = list(_progress(pool.imap_unordered(_compute_one, jobs), bar))
+        else:
+            results = list(_progress(map(_compute_one, jobs), bar))
+        bar.close()
+        for image_id, n, err in results:
+            if err:
+                log.error("%s: proposals failed: %s", image_id, err)
+                failures.append(image_id)
+        by_id = {r.image_id: r for r in todo}
+        for image_id, _, err in results:
+            if not err:
+                boxes = load_proposals(by_id[image_id], cfg, cache_dir, digest)
+                out[image_id] = boxes if boxes is not None else np.zeros((0, 4), np.float32)
+    if failures:
+        raise RuntimeError(f"proposals failed on {len(failures)} image(s): {failures[:5]}")
+    return out
+
+
+def _progress(it, bar):
+    for x in it:
+        bar.update(1)
+        yield x
