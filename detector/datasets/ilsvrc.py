@@ -97,7 +97,8 @@ def load_ilsvrc(devkit: Path, annotations_dir: Path, images_dir: Path | None = N
                 raise DatasetError(f"{xml}: annotation missing for image {name}")
             ann = parse_xml(xml)
             # Ground truth kept exactly as annotated (no clipping): the devkit evaluates the raw boxes.
-            boxes, labels, _ = objects_to_arrays(ann, xml, class_index, skip, clip_out_of_bounds=False)
+            boxes, labels, _ = objects_to_arrays(ann, xml, class_index, skip, clip_out_of_bounds=False,
+                                                 allow_single_pixel=True)
             image_path = None
             if images_dir is not None:
                 image_path = next((Path(images_dir) / f"{name}{e}" for e in IMAGE_EXTS

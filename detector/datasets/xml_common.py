@@ -84,10 +84,13 @@ def parse_xml(path: Path) -> XmlAnnotation:
 
 
 def objects_to_arrays(ann: XmlAnnotation, path: Path, class_index: dict[str, int], skip: SkipCounter | None,
-                      clip_out_of_bounds: bool = True):
+                      clip_out_of_bounds: bool = True, allow_single_pixel: bool = False):
     """Boxes (library xyxy), labels and ignore flags of ``ann``; bad boxes raise or are counted skips.
 
     A box is bad when its class is unknown, it has zero or negative size, or it lies outside the image.
+    Zero size is judged on the file's numbers: ``xmax <= xmin`` or ``ymax <= ymin`` is degenerate (e.g. BCCD's
+    point annotations ``504 337 504 337``), unless ``allow_single_pixel`` (ILSVRC: the devkit accepts a
+    one-pixel-wide inclusive box, so the ground truth is kept exactly as annotated).
     Boxes that only stick out of the image are clipped (counted in the log at debug level).
     """
     boxes, labels, ignore = [], [], []
@@ -96,7 +99,9 @@ def objects_to_arrays(ann: XmlAnnotation, path: Path, class_index: dict[str, int
         if o.name not in class_index:
             problem = f"{path}: unknown class {o.name!r} (known: {len(class_index)} classes)"
         b = from_one_based_inclusive(np.array(o.box))[0]
-        if problem is None and not (b[2] > b[0] and b[3] > b[1]):
+        x0, y0, x1, y1 = o.box
+        ok = (x1 >= x0 and y1 >= y0) if allow_single_pixel else (x1 > x0 and y1 > y0)
+        if problem is None and not ok:
             problem = f"{path}: zero-size box {o.box} of {o.name!r}"
         if problem is None and (b[0] >= ann.width or b[1] >= ann.height or b[2] <= 0 or b[3] <= 0):
             problem = f"{path}: box {o.box} of {o.name!r} lies outside the {ann.width}x{ann.height} image"
