@@ -25,18 +25,71 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .cli import UserError
 from .config import ModelConfig, WarpConfig, config_to_dict
 from .warp import PreparedImage, PreprocessLike, warp_prepared
 
-__all__ = ["RegionClassifier", "Ensemble", "ClassifyTimings", "build_classifier", "load_checkpoint_member",
+__all__ = ["ChannelLRN", "fast_lrn", "plain_lrn", "RegionClassifier", "Ensemble", "ClassifyTimings", "build_classifier", "load_checkpoint_member",
            "embedded_member", "find_meta_det", "BACKENDS"]
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("eager", "bf16")
+
+
+class ChannelLRN(nn.Module):
+    """``nn.LocalResponseNorm`` computed for inference: same numbers (to float rounding), ~2x less time.
+
+    torch's LRN sums the squares over the channel window with a 5-D ``avg_pool3d`` and raises to
+    ``-beta`` with ``pow``; on this CPU that was ~37% of a channels-last GoogLeNet forward. Here the
+    window sum is a 1x1 convolution with a fixed banded 0/1 matrix (oneDNN, any memory format) and
+    ``s^-0.75 = rsqrt(s) * rsqrt(sqrt(s))``:
+    ``b_c = a_c * (k + alpha / n * sum_{c' = c - n//2 .. c + (n-1)//2} a_{c'}^2) ^ -beta``.
+    """
+
+    def __init__(self, lrn: nn.LocalResponseNorm) -> None:
+        super().__init__()
+        self.lrn = lrn  # the original, for :func:`plain_lrn`
+        self._band: dict[int, torch.Tensor] = {}
+
+    def _weight(self, channels: int) -> torch.Tensor:
+        w = self._band.get(channels)
+        if w is None:
+            n = self.lrn.size
+            with torch.inference_mode(False):  # a normal tensor, usable with and without autograd
+                i = torch.arange(channels)
+                band = (i[None, :] >= i[:, None] - n // 2) & (i[None, :] <= i[:, None] + (n - 1) // 2)
+                w = self._band[channels] = (band.float() * (self.lrn.alpha / n))[:, :, None, None]
+        return w
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = F.conv2d(x * x, self._weight(x.shape[1]).to(x.dtype)).add_(self.lrn.k)
+        if self.lrn.beta == 0.75:
+            return x * torch.rsqrt(s) * torch.rsqrt(torch.sqrt(s))
+        return x * s.pow(-self.lrn.beta)
+
+
+def _swap(module: nn.Module, fn) -> nn.Module:
+    for name, child in list(module.named_children()):
+        new = fn(child)
+        if new is not child:
+            setattr(module, name, new)
+        else:
+            _swap(child, fn)
+    return module
+
+
+def fast_lrn(module: nn.Module) -> nn.Module:
+    """Replace every ``nn.LocalResponseNorm`` inside ``module`` by :class:`ChannelLRN` (in place)."""
+    return _swap(module, lambda m: ChannelLRN(m) if isinstance(m, nn.LocalResponseNorm) else m)
+
+
+def plain_lrn(module: nn.Module) -> nn.Module:
+    """Undo :func:`fast_lrn` (in place): back to torch's ``nn.LocalResponseNorm``."""
+    return _swap(module, lambda m: m.lrn if isinstance(m, ChannelLRN) else m)
 
 
 class RegionClassifier(nn.Module):
@@ -93,7 +146,8 @@ class Ensemble:
     """N region classifiers sharing classes and preprocessing; their softmax probabilities are averaged.
 
     ``batch_size``: regions per forward pass; ``channels_last``: run convolutions on NHWC memory;
-    ``backend``: "eager" (fp32) or "bf16" (CPU autocast).
+    ``backend``: "eager" (fp32) or "bf16" (CPU autocast). Members are put in eval mode and their LRN
+    layers computed by :class:`ChannelLRN` (same numbers, faster).
     """
 
     members: Sequence[RegionClassifier]
@@ -120,7 +174,7 @@ class Ensemble:
                                 f"{_pre_key(first.preprocess)}, {m.source} uses {_pre_key(m.preprocess)}")
         self.members = list(self.members)
         for m in self.members:
-            m.eval()
+            fast_lrn(m.eval())
             if self.channels_last:
                 m.to(memory_format=torch.channels_last)
 

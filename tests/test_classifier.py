@@ -151,3 +151,21 @@ def test_checkpoint_errors(tmp_path):
     _write_checkpoint(tmp_path / "three.pt", classes=("n01", "n02", "n03"))
     with pytest.raises(UserError, match="disagree on classes"):
         build_classifier(ModelConfig(checkpoints=[str(tmp_path / "two.pt"), str(tmp_path / "three.pt")]))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_channel_lrn_equals_torch_lrn(channels_last):
+    from detector.classifier import ChannelLRN, fast_lrn, plain_lrn
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 12, 7, 9) * 40  # BVLC activations are large: the normaliser matters
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    for beta in (0.75, 0.5):
+        lrn = nn.LocalResponseNorm(5, alpha=1e-4, beta=beta, k=1.0)
+        torch.testing.assert_close(ChannelLRN(lrn)(x), lrn(x), rtol=1e-5, atol=1e-5)
+    seq = nn.Sequential(nn.Conv2d(12, 12, 1), nn.Sequential(nn.LocalResponseNorm(5, 1e-4, 0.75, 1.0)))
+    fast_lrn(seq)
+    assert isinstance(seq[1][0], ChannelLRN)
+    plain_lrn(seq)
+    assert isinstance(seq[1][0], nn.LocalResponseNorm)

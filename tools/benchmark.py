@@ -1,13 +1,14 @@
 """Speed of the detector's stages on this machine, side by side in one run.
 
-    python tools/benchmark.py [--image PHOTO] [--val-dir DIR] [--config C] [--regions 256] [--batch-size 32]
-        [--naive-regions 32] [--batch1-regions 32] [--e2e-images 2] [--threads 2] [--json out/bench.json]
+    python tools/benchmark.py [--image PHOTO] [--val-dir DIR] [--config C] [--regions 256] [--batch-size 8]
+        [--rounds 4] [--per-round 16] [--e2e-images 2] [--threads 1] [--random-boxes] [--json out/bench.json]
 
-Measures, on the proposals of one real photo (Selective Search, the paper's proposals):
+Measures, on the proposals of one real photo (Selective Search, the paper's proposals; or --random-boxes):
   * warped regions/s for each warp sampler (cv2 / roi_align / grid_sample), at the chosen batch size;
-  * classified regions/s (warp + GoogLeNet + softmax) at batch 1 and at the chosen batch size;
+  * classified regions/s (warp + GoogLeNet + softmax) at batch 1 and at the chosen batch size,
+    interleaved in rounds with the naive loop so that all see the same machine load;
   * the naive baseline: cv2 crop + resize per region (R-CNN's literal crop), one region per eager fp32
-    forward (no channels-last, torch.no_grad);
+    forward (torch's LRN, no channels-last, torch.no_grad);
   * seconds per image end to end (proposals + warp + classify + NMS) on ``--e2e-images`` images.
 The machine load (``os.getloadavg``) is logged at the start and the end: other processes share the CPU.
 """
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from detector.classifier import Ensemble, build_classifier
+from detector.classifier import Ensemble, build_classifier, plain_lrn
 from detector.cli import UserError, run, setup_logging
 from detector.config import config_to_dict, load_config
 from detector.imageio import IMAGE_EXTENSIONS, read_image
@@ -45,12 +46,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--weights", help="BVLC GoogLeNet .npz")
     ap.add_argument("--devkit", help="ILSVRC devkit (meta_det.mat for the embedded default)")
     ap.add_argument("--checkpoint", action="append", default=[], help="trained classifier(s) instead")
+    ap.add_argument("--random-boxes", action="store_true",
+                    help="time warp/classify on 1,024 seeded random boxes instead of the image's proposals "
+                    "(no proposer needed; skips the end-to-end timing)")
     ap.add_argument("--regions", type=int, default=256, help="regions for the batched measurements")
     ap.add_argument("--batch-size", type=int, help="the chosen batch size (default: model.batch_size)")
-    ap.add_argument("--batch1-regions", type=int, default=32, help="regions classified one at a time")
-    ap.add_argument("--naive-regions", type=int, default=32, help="regions through the naive loop")
+    ap.add_argument("--rounds", type=int, default=4, help="interleaved rounds of batch-1 / batch / naive")
+    ap.add_argument("--per-round", type=int, default=16, help="regions per method per round")
     ap.add_argument("--e2e-images", type=int, default=2, help="images timed end to end (0 = skip)")
-    ap.add_argument("--threads", type=int, default=0, help="torch/cv2 threads (0 = torch default)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch/cv2 threads (default 1: on a shared 2-core machine more threads than free "
+                    "cores make OpenMP collapse)")
+    ap.add_argument("--no-bf16", action="store_true", help="skip the bf16 autocast row")
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("-v", "--verbose", action="store_true")
     return ap.parse_args(argv)
@@ -58,6 +65,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def _rate(n: int, seconds: float) -> float:
     return n / seconds if seconds > 0 else float("inf")
+
+
+def random_boxes(image: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` boxes inside the image, sides log-uniform from 20 px to the image size (float32 xyxy)."""
+    h, w = image.shape[:2]
+    rng = np.random.default_rng(seed)
+    bw = np.exp(rng.uniform(np.log(min(20, w)), np.log(w), n))
+    bh = np.exp(rng.uniform(np.log(min(20, h)), np.log(h), n))
+    x1, y1 = rng.uniform(0, w - bw), rng.uniform(0, h - bh)
+    return np.stack([x1, y1, x1 + bw, y1 + bh], axis=1).astype(np.float32)
 
 
 def bench_warp(img, boxes, warp_cfg, batch_size: int) -> dict[str, float]:
@@ -74,40 +91,71 @@ def bench_warp(img, boxes, warp_cfg, batch_size: int) -> dict[str, float]:
     return out
 
 
-def bench_classify(ens: Ensemble, img, boxes, warp_cfg, batch_size: int) -> dict[str, float]:
-    """Warp + classify ``boxes`` with the ensemble at ``batch_size``: regions/s overall and per stage."""
-    ens.batch_size = batch_size
-    ens.classify_regions(img, boxes[:min(2, len(boxes))], warp_cfg)  # warm-up
-    ens.timings.reset()
+class Meter:
+    """Accumulated regions and seconds of one method over the interleaved rounds."""
+
+    def __init__(self) -> None:
+        self.regions, self.seconds = 0, 0.0
+
+    def rate(self) -> float:
+        return _rate(self.regions, self.seconds)
+
+
+def classify_chunk(ens: Ensemble, img, boxes, warp_cfg, batch_size: int, meter: Meter,
+                   backend: str = "eager") -> None:
+    """Warp + classify ``boxes`` with the ensemble at ``batch_size`` (what the Detector runs)."""
+    ens.batch_size, ens.backend = batch_size, backend
     t0 = time.perf_counter()
-    with tqdm(total=len(boxes), desc=f"classify batch {batch_size}", unit="region", file=sys.stderr) as bar:
-        ens.classify_regions(img, boxes, warp_cfg, progress=bar.update)
-    total = time.perf_counter() - t0
-    r = {"batch_size": batch_size, "regions": len(boxes), "regions_per_s": _rate(len(boxes), total),
-         "forward_regions_per_s": _rate(len(boxes), ens.timings.classify_s),
-         "warp_regions_per_s": _rate(len(boxes), ens.timings.warp_s)}
-    log.info("classify batch %-3d %7.1f regions/s (forward alone %.1f/s)", batch_size, r["regions_per_s"],
-             r["forward_regions_per_s"])
-    return r
+    ens.classify_regions(img, boxes, warp_cfg)
+    meter.seconds += time.perf_counter() - t0
+    meter.regions += len(boxes)
 
 
-def bench_naive(ens: Ensemble, image: np.ndarray, boxes, warp_cfg) -> dict[str, float]:
-    """cv2 crop + resize per region, one region per eager fp32 forward, default memory format."""
-    members = [copy.deepcopy(m).to(memory_format=torch.contiguous_format).eval() for m in ens.members]
-    pre = ens.preprocess
+def naive_members(ens: Ensemble) -> list:
+    """Plain copies of the members: torch's LRN, default (NCHW) memory format, fp32."""
+    return [plain_lrn(copy.deepcopy(m)).to(memory_format=torch.contiguous_format).eval() for m in ens.members]
 
-    def one(box):
+
+def naive_chunk(members, pre, image: np.ndarray, boxes, warp_cfg, meter: Meter) -> None:
+    """cv2 crop + resize per region (R-CNN's literal crop), one region per eager fp32 forward."""
+    t0 = time.perf_counter()
+    for box in boxes:
         x = warp_region_reference(image, box, warp_cfg, pre)[None]
         with torch.no_grad():
-            return sum(m(x) for m in members) / len(members)
+            sum(m(x) for m in members) / len(members)
+    meter.seconds += time.perf_counter() - t0
+    meter.regions += len(boxes)
 
-    one(boxes[0])  # warm-up
-    t0 = time.perf_counter()
-    for b in tqdm(boxes, desc="naive loop", unit="region", file=sys.stderr):
-        one(b)
-    r = {"regions": len(boxes), "regions_per_s": _rate(len(boxes), time.perf_counter() - t0)}
-    log.info("naive loop        %7.1f regions/s", r["regions_per_s"])
-    return r
+
+def bench_classification(ens: Ensemble, image, img, boxes, warp_cfg, batch_size: int, rounds: int,
+                         per_round: int, bf16: bool) -> dict:
+    """The naive loop, batch 1, the chosen batch (fp32) and, with ``bf16``, the chosen batch under bf16
+    autocast, interleaved in ``rounds`` rounds of ``per_round`` regions each, so that all see the same
+    machine load (other processes share the CPU)."""
+    naive = naive_members(ens)
+    backend = ens.backend
+    meters = {"naive": Meter(), "batch1": Meter(), "batch": Meter()}
+    if bf16:
+        meters["batch_bf16"] = Meter()
+    for b, be in ((1, "eager"), (batch_size, "eager"), (batch_size, "bf16")):  # warm-up (oneDNN primitives)
+        classify_chunk(ens, img, boxes[:batch_size], warp_cfg, b, Meter(), be)
+    naive_chunk(naive, ens.preprocess, image, boxes[:1], warp_cfg, Meter())
+    for r in tqdm(range(rounds), desc="interleaved rounds", file=sys.stderr):
+        chunk = boxes[(r * per_round) % max(1, len(boxes) - per_round):][:per_round]
+        naive_chunk(naive, ens.preprocess, image, chunk, warp_cfg, meters["naive"])
+        classify_chunk(ens, img, chunk, warp_cfg, 1, meters["batch1"])
+        classify_chunk(ens, img, chunk, warp_cfg, batch_size, meters["batch"])
+        if bf16:
+            classify_chunk(ens, img, chunk, warp_cfg, batch_size, meters["batch_bf16"], "bf16")
+    ens.batch_size, ens.backend = batch_size, backend
+    out = {k: {"regions": m.regions, "seconds": m.seconds, "regions_per_s": m.rate()} for k, m in meters.items()}
+    out["batch"]["batch_size"] = batch_size
+    out["speedup_vs_naive"] = meters["batch"].rate() / meters["naive"].rate()
+    if bf16:
+        out["speedup_bf16_vs_naive"] = meters["batch_bf16"].rate() / meters["naive"].rate()
+    for k, m in meters.items():
+        log.info("%-7s %7.1f regions/s (%d regions, %.1f s)", k, m.rate(), m.regions, m.seconds)
+    return out
 
 
 def bench_end_to_end(detector: Detector, paths: list[Path]) -> dict:
@@ -137,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides.append(f"model.weights={json.dumps(args.weights)}")
     if args.checkpoint:
         overrides.append(f"model.checkpoints={json.dumps(args.checkpoint)}")
-    if args.threads:
+    if args.threads > 0:
         overrides.append(f"model.threads={args.threads}")
         import cv2
 
@@ -154,24 +202,26 @@ def main(argv: list[str] | None = None) -> int:
         import skimage.data
 
         image, image_name = skimage.data.chelsea(), "chelsea"
-    proposer = make_proposer(cfg.proposals)
     ens = build_classifier(cfg.model, cfg.warp, meta_det=args.devkit)
-    detector = Detector(proposer, ens, cfg.warp, cfg.detect)
-    boxes = detector.propose(image, image_name)
+    if args.random_boxes:
+        detector, boxes = None, random_boxes(image, 1024)
+    else:
+        detector = Detector(make_proposer(cfg.proposals), ens, cfg.warp, cfg.detect)
+        boxes = detector.propose(image, image_name)
     if len(boxes) == 0:
         raise UserError(f"{image_name}: no proposals to time")
-    log.info("%s: %dx%d, %d proposals", image_name, image.shape[1], image.shape[0], len(boxes))
+    log.info("%s: %dx%d, %d %s", image_name, image.shape[1], image.shape[0], len(boxes),
+             "random boxes" if args.random_boxes else "proposals")
     img = prepare_image(image, ens.preprocess)
     sel = boxes[:args.regions]
-    res: dict = {"image": image_name, "image_size": list(image.shape[:2]), "num_proposals": len(boxes),
+    res: dict = {"image": image_name, "image_size": list(image.shape[:2]), "num_boxes": len(boxes),
+                 "boxes": "random" if args.random_boxes else "proposals",
                  "threads": torch.get_num_threads(), "load_start": load_start}
     res["warp_regions_per_s"] = bench_warp(img, sel, cfg.warp, batch)
-    res["classify_batch1"] = bench_classify(ens, img, boxes[:args.batch1_regions], cfg.warp, 1)
-    res["classify_batch"] = bench_classify(ens, img, sel, cfg.warp, batch)
-    res["naive"] = bench_naive(ens, image, boxes[:args.naive_regions], cfg.warp)
-    res["speedup_vs_naive"] = res["classify_batch"]["regions_per_s"] / res["naive"]["regions_per_s"]
+    res["classification"] = bench_classification(ens, image, img, boxes, cfg.warp, batch, args.rounds,
+                                                  args.per_round, bf16=not args.no_bf16)
     ens.batch_size = batch
-    if args.e2e_images > 0:
+    if args.e2e_images > 0 and detector is not None:
         paths = [Path(args.image)] if args.image else []
         if args.val_dir:
             exts = {e.lower() for e in IMAGE_EXTENSIONS}
@@ -184,10 +234,14 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|")
     for name, v in res["warp_regions_per_s"].items():
         print(f"| warp only, sampler {name}, batch {batch} | {v:.0f} |")
-    print(f"| naive: cv2 crop+resize, 1 region per eager fp32 forward | {res['naive']['regions_per_s']:.1f} |")
-    print(f"| warp + classify, batch 1 | {res['classify_batch1']['regions_per_s']:.1f} |")
-    print(f"| warp + classify, batch {batch} | {res['classify_batch']['regions_per_s']:.1f} |")
-    print(f"| speedup batch {batch} vs naive | {res['speedup_vs_naive']:.2f}x |")
+    c = res["classification"]
+    print(f"| naive: cv2 crop+resize, 1 region per eager fp32 forward | {c['naive']['regions_per_s']:.1f} |")
+    print(f"| warp + classify, batch 1, fp32 channels-last | {c['batch1']['regions_per_s']:.1f} |")
+    print(f"| warp + classify, batch {batch}, fp32 channels-last | {c['batch']['regions_per_s']:.1f} "
+          f"({c['speedup_vs_naive']:.2f}x naive) |")
+    if "batch_bf16" in c:
+        print(f"| warp + classify, batch {batch}, bf16 autocast channels-last | "
+              f"{c['batch_bf16']['regions_per_s']:.1f} ({c['speedup_bf16_vs_naive']:.2f}x naive) |")
     if res.get("end_to_end", {}).get("mean_seconds_per_image"):
         e = res["end_to_end"]
         print(f"| end to end, s/image ({len(e['images'])} images) | {e['mean_seconds_per_image']:.1f} s |")
