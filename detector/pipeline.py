@@ -18,7 +18,7 @@ import numpy as np
 
 from .boxes import as_boxes, batched_nms, clip_boxes, valid_mask
 from .classifier import Ensemble
-from .config import DetectConfig, ProposalConfig, WarpConfig
+from .config import ConfigError, DetectConfig, ProposalConfig, WarpConfig
 from .structures import Detections
 from .warp import prepare_image
 
@@ -42,7 +42,10 @@ def make_proposer(cfg: ProposalConfig, whole_image: bool = False) -> Proposer:
     or :func:`whole_image_proposer` when ``whole_image`` is set or ``cfg.method == "whole_image"``."""
     if whole_image or cfg.method == WHOLE_IMAGE:
         return whole_image_proposer
-    from proposals.cache import propose
+    from proposals.cache import METHODS, propose
+
+    if cfg.method not in METHODS:
+        raise ConfigError(f"proposals.method must be one of {(*METHODS, WHOLE_IMAGE)}, got {cfg.method!r}")
 
     def proposer(image: np.ndarray, name: str | None = None) -> np.ndarray:
         return propose(image, cfg, name)

@@ -105,3 +105,12 @@ def test_real_photo_whole_image_is_a_cat(bvlc_weights, shared_data, monkeypatch)
     det = Detector(whole_image_proposer, ens, WarpConfig(), DetectConfig(score_threshold=0.0))
     d = det.detect(skimage_data.chelsea(), "chelsea")
     assert ens.class_names[int(d.labels[0])].startswith("domestic cat")
+
+
+def test_unknown_proposal_method_is_a_config_error():
+    from detector.config import ConfigError, ProposalConfig
+    from detector.pipeline import make_proposer
+
+    with pytest.raises(ConfigError, match="whole_image"):
+        make_proposer(ProposalConfig(method="edgeboxes"))
+    assert make_proposer(ProposalConfig(method="whole_image")) is whole_image_proposer
