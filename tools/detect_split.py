@@ -1,0 +1,111 @@
+"""Run trained classifiers over a whole dataset split and evaluate them in one go.
+
+    python tools/detect_split.py --checkpoints out/runs/a/last.pt out/runs/b/last.pt --ensemble \
+        --dataset voc --root ../shared/data/bccd/BCCD --split test --classes RBC,WBC,Platelets \
+        --proposal-cache out/cache/bccd_ss --out out/eval/bccd
+
+Each checkpoint is evaluated alone (and, with ``--ensemble``, the average of all of their softmax outputs,
+as ``model.checkpoints`` does in tools/detect.py). Layers on which the checkpoints agree bit for bit (the
+frozen ImageNet trunk) run once per region (detector.training.split_eval). Proposals come from the
+proposal cache (computed when missing); the warp is the one the checkpoints were trained with. Writes
+``probs.npz`` (every region's probabilities, so the evaluation can be redone without the network),
+``results.json`` (mAP and per-class AP per model) and prints one line per model, mAP last.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from detector.cli import UserError, run, setup_logging
+from detector.config import WarpConfig, config_to_dict, from_dict, load_config
+from detector.datasets.cli import add_dataset_arguments, dataset_from_args
+
+log = logging.getLogger("detect_split")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoints", nargs="+", required=True, type=Path, help="training checkpoints (last.pt)")
+    ap.add_argument("--names", help="comma-separated display names, one per checkpoint")
+    ap.add_argument("--ensemble", action="store_true", help="also evaluate the average of all checkpoints")
+    ap.add_argument("--config", help="YAML config (proposals and detect sections are used)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    ap.add_argument("--proposal-cache", type=Path, default=Path("out/cache/proposals"))
+    ap.add_argument("--max-proposals", type=int, default=0, help="keep the first N proposals per image (0: all)")
+    ap.add_argument("--workers", type=int, default=1, help="processes for missing proposals")
+    ap.add_argument("--metric", default="voc", help="evaluation metric (detector.evaluation): voc | voc07 | coco")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--out", required=True, type=Path, help="output folder")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    add_dataset_arguments(ap)
+    args = ap.parse_args(argv)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    setup_logging(args.verbose, str(args.out / "detect_split.log"))
+    cfg = load_config(args.config, args.set)
+    log.info("config: %s", json.dumps(config_to_dict(cfg), sort_keys=True))
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    names = args.names.split(",") if args.names else [p.parent.name or p.stem for p in args.checkpoints]
+    if len(names) != len(args.checkpoints):
+        raise UserError(f"--names gives {len(names)} names for {len(args.checkpoints)} checkpoints")
+
+    from detector.classifier import load_checkpoint_member
+    from detector.training.checkpoint import load_checkpoint
+    from detector.training.data import split_proposals
+    from detector.training.split_eval import classify_split, detections_from_probs
+
+    members, warps = [], []
+    for p in args.checkpoints:
+        ck = load_checkpoint(p)
+        warps.append(from_dict(WarpConfig, ck["config"].get("warp", {}), source=f"{p} (warp)"))
+        members.append(load_checkpoint_member(p, warps[-1]))
+    for n, m, w in zip(names, members[1:], warps[1:]):
+        if m.classes != members[0].classes or w != warps[0]:
+            raise UserError(f"{n}: checkpoints must share classes and warp settings to be evaluated together")
+    warp = warps[0]
+    dataset = dataset_from_args(args)
+    if tuple(dataset.classes) != members[0].classes:
+        raise UserError(f"dataset classes {list(dataset.classes)} differ from the checkpoints' "
+                        f"{list(members[0].classes)} (pass --classes in the same order)")
+    proposals = split_proposals(dataset, cfg.proposals, args.proposal_cache, args.workers, args.max_proposals)
+    total = int(sum(len(p) for p in proposals))
+    log.info("classifying %d regions of %d images with %d network(s), warp %s", total, len(dataset),
+             len(members), config_to_dict(warp))
+    t0 = time.perf_counter()
+    with tqdm(total=total, desc="regions", unit="reg", dynamic_ncols=True) as bar:
+        probs = classify_split(dataset.records, proposals, [m.net for m in members], members[0].preprocess,
+                               warp, args.batch_size, progress=bar.update)
+    secs = time.perf_counter() - t0
+    log.info("%.1f s, %.1f regions/s (all networks)", secs, total / max(secs, 1e-9))
+    if args.ensemble and len(members) > 1:
+        names.append("ensemble(" + "+".join(names) + ")")
+        probs.append([np.mean([pm[i] for pm in probs], axis=0) for i in range(len(dataset))])
+    np.savez_compressed(args.out / "probs.npz", names=np.array(names),
+                        **{f"m{m}_img{i}": probs[m][i] for m in range(len(names)) for i in range(len(dataset))},
+                        **{f"boxes_img{i}": proposals[i] for i in range(len(dataset))})
+    from detector.evaluation import evaluate  # the project's evaluator (VOC area AP for --metric voc)
+
+    results = {"images": len(dataset), "regions": total, "seconds": round(secs, 1),
+               "checkpoints": [str(p) for p in args.checkpoints], "models": {}}
+    for n, pm in zip(names, probs):
+        dets = detections_from_probs(proposals, pm, cfg.detect)
+        r = evaluate(dataset, {rec.image_id: d for rec, d in zip(dataset.records, dets)}, args.metric)
+        per = {c["name"]: c["ap"] for c in r.to_dict()["per_class"]} if hasattr(r, "to_dict") else {}
+        results["models"][n] = {"mAP": float(r.mAP), "per_class_ap": per}
+        print(f"{n}: mAP {r.mAP:.4f} " + " ".join(f"{k}={v:.4f}" for k, v in per.items()))
+    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))
