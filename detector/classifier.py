@@ -121,7 +121,9 @@ class RegionClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` float ``[N, 3, S, S]`` (preprocessed warps) -> probabilities ``[N, K + 1]``."""
         logits = self.net(x)
-        probs = self.head(logits) if self.head is not None else torch.softmax(logits.float(), dim=1)
+        with torch.autocast("cpu", enabled=False):  # the head in fp32 even under bf16 autocast: no tied scores
+            logits = logits.float()
+            probs = self.head(logits) if self.head is not None else torch.softmax(logits, dim=1)
         if probs.shape[1] != self.num_classes + 1:
             raise ValueError(f"classifier {self.source or '?'} gives {probs.shape[1]} outputs, expected "
                              f"K + 1 = {self.num_classes + 1}")

@@ -169,3 +169,19 @@ def test_channel_lrn_equals_torch_lrn(channels_last):
     assert isinstance(seq[1][0], ChannelLRN)
     plain_lrn(seq)
     assert isinstance(seq[1][0], nn.LocalResponseNorm)
+
+
+def test_bf16_backend_keeps_the_head_in_fp32():
+    class MatmulHead(nn.Module):  # like EmbeddedDetHead: softmax, then a matmul (bf16 under autocast)
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("m", torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]]))
+
+        def forward(self, logits):
+            return torch.softmax(logits, dim=1) @ self.m
+
+    m = RegionClassifier(ConstNet([0.1234567, 0.7654321, -0.3141592]), ("a",), ("A",), IDENTITY,
+                         head=MatmulHead())
+    p = Ensemble([m], channels_last=False, backend="bf16").predict(torch.zeros(1, 3, 4, 4))
+    exact = torch.softmax(torch.tensor([[0.1234567, 0.7654321, -0.3141592]]), 1) @ m.head.m
+    np.testing.assert_allclose(p, exact.numpy(), rtol=1e-6)  # bf16 would round to ~3 significant digits
