@@ -32,7 +32,7 @@ def draw_detections(image: np.ndarray, dets: Detections, class_names: Sequence[s
     draw = ImageDraw.Draw(img)
     lw = line_width or max(2, round(max(img.size) / 250))
     try:
-        font = ImageFont.load_default(size=max(11, round(max(img.size) / 45)))
+        font = ImageFont.load_default(size=max(8, round(max(img.size) / 40)))
     except TypeError:  # Pillow < 10.1 has no sized default font
         font = ImageFont.load_default()
     for i in np.argsort(dets.scores, kind="stable"):
