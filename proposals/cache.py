@@ -16,6 +16,7 @@ import logging
 import multiprocessing as mp
 import os
 import re
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -28,7 +29,7 @@ from detector.structures import ImageRecord
 from .selective_search import selective_search
 
 __all__ = ["METHODS", "propose", "cache_key", "cache_file", "load_proposals", "save_proposals",
-           "compute_proposals"]
+           "compute_proposals", "cached_seconds"]
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +82,12 @@ def cache_file(cache_dir: Path, record: ImageRecord) -> Path:
     return Path(cache_dir) / f"{safe}.npz"
 
 
-def save_proposals(path: Path, boxes: np.ndarray, key: str) -> None:
+def save_proposals(path: Path, boxes: np.ndarray, key: str, seconds: float = float("nan")) -> None:
+    """Write one cache entry atomically: boxes, the key they were built for, and the compute time."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
-    np.savez(tmp, boxes=np.asarray(boxes, np.float32).reshape(-1, 4), key=np.array(key))
+    np.savez(tmp, boxes=np.asarray(boxes, np.float32).reshape(-1, 4), key=np.array(key),
+             seconds=np.array(seconds, np.float64))
     os.replace(tmp, path)
 
 
@@ -105,6 +108,16 @@ def load_proposals(record: ImageRecord, cfg: ProposalConfig, cache_dir: Path,
         return None
 
 
+def cached_seconds(record: ImageRecord, cache_dir: Path) -> float:
+    """Seconds the cached proposals of ``record`` took to compute (NaN when unknown)."""
+    p = cache_file(cache_dir, record)
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            return float(z["seconds"]) if "seconds" in z.files else float("nan")
+    except (OSError, ValueError, KeyError):
+        return float("nan")
+
+
 def _worker_init() -> None:
     import cv2
     cv2.setNumThreads(1)
@@ -119,8 +132,10 @@ def _compute_one(args) -> tuple[str, int, str | None]:
     record, cfg, cache_dir, digest = args
     try:
         img = read_image(record.image_path)
+        t0 = time.perf_counter()
         boxes = propose(img, cfg, record.image_id)
-        save_proposals(cache_file(cache_dir, record), boxes, cache_key(record, cfg, digest))
+        seconds = time.perf_counter() - t0
+        save_proposals(cache_file(cache_dir, record), boxes, cache_key(record, cfg, digest), seconds)
         return record.image_id, len(boxes), None
     except Exception as e:  # noqa: BLE001 - reported per image by the parent
         return record.image_id, 0, f"{type(e).__name__}: {e}"

@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 MODES = ("single", "fast", "quality", "opencv_fast")
 _seg = cv2.ximgproc.segmentation
+# Our deviation from R-CNN (which resized every image to width 500 whatever its height): the working image's
+# longer side is capped, so a tall thin strip cannot become a 500x15000 image. Normal photos never reach it.
+MAX_SIDE = 2000
 try:
     _libc = ctypes.CDLL(None)
 except OSError:  # pragma: no cover - non-glibc platforms
@@ -136,6 +139,8 @@ def selective_search(image: np.ndarray, cfg: SelectiveSearchConfig, name: str = 
         raise ValueError(f"selective_search.mode must be one of {MODES}, got {cfg.mode!r}")
     h, w = image.shape[:2]
     scale = cfg.resize_width / w if cfg.resize_width > 0 else 1.0
+    if max(w, h) * scale > MAX_SIDE:  # e.g. a 30x900 strip would become 500x15000 at width 500
+        scale = MAX_SIDE / max(w, h)
     nw, nh = max(1, int(round(w * scale))), max(1, int(round(h * scale)))
     if nw < cfg.min_box_size or nh < cfg.min_box_size:
         log.warning("%s: %dx%d at working width %d is smaller than min_box_size %d: no proposals",

@@ -1,0 +1,75 @@
+"""Proposal coverage of a dataset split: boxes/image, recall@0.5, MABO, seconds/image (recall@0.5 last).
+
+    python tools/proposal_recall.py --config configs/proposals_ss_paper.yaml --dataset voc \
+        --root ../shared/data/bccd/BCCD --split test [--cache cache/bccd_paper] [--json out.json] [--plot out.png]
+
+Proposals come from the cache (computed there when missing; without --cache a temporary one is used).
+Seconds/image is the proposer's own compute time per image, as stored in the cache when it was computed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from detector.cli import run, setup_logging
+from detector.config import config_to_dict, load_config
+from detector.datasets.cli import add_dataset_arguments, dataset_from_args
+from detector.evaluation.recall import plot_recall_curves, proposal_recall
+from proposals.cache import cached_seconds, compute_proposals
+
+log = logging.getLogger("proposal_recall")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", help="YAML config (its proposals section is used)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--method", choices=["ss", "multibox", "ss+multibox"], help="overrides proposals.method")
+    ap.add_argument("--cache", type=Path, help="proposal cache directory (default: a temporary one)")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--iou", type=float, default=0.5)
+    ap.add_argument("--ilsvrc-small", action="store_true",
+                    help="use the ILSVRC per-object threshold min(0.5, wh/((w+10)(h+10))) instead of --iou")
+    ap.add_argument("--json", type=Path, help="write every figure and the recall curve here")
+    ap.add_argument("--plot", type=Path, help="PNG of recall vs number of proposals kept")
+    ap.add_argument("--label", default=None, help="legend label of the curve (default: the config name)")
+    add_dataset_arguments(ap)
+    ap.add_argument("-v", "--verbose", action="store_true")
+    args = ap.parse_args(argv)
+    setup_logging(args.verbose)
+    overrides = list(args.overrides) + ([f"proposals.method={args.method}"] if args.method else [])
+    cfg = load_config(args.config, overrides).proposals
+    log.info("proposer config: %s", json.dumps(config_to_dict(cfg), sort_keys=True))
+    ds = dataset_from_args(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = args.cache or Path(tmp)
+        boxes = compute_proposals(ds.records, cfg, cache, workers=args.workers)
+        secs = np.array([cached_seconds(r, cache) for r in ds.records])
+    rep = proposal_recall(ds.records, boxes, iou=args.iou, ilsvrc_small=args.ilsvrc_small)
+    known = secs[~np.isnan(secs)]
+    rep.seconds_per_image = float(known.mean()) if len(known) else math.nan
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"config": config_to_dict(cfg), **rep.as_dict()}, indent=2))
+    if args.plot:
+        args.plot.parent.mkdir(parents=True, exist_ok=True)
+        label = args.label or (Path(args.config).stem if args.config else cfg.method)
+        plot_recall_curves({label: rep}, str(args.plot), title=f"{ds.name}: {len(ds)} images")
+    thr = "ilsvrc" if args.ilsvrc_small else f"{args.iou:g}"
+    print(f"images: {rep.num_images}  ground-truth boxes: {rep.num_gt}")
+    print(f"boxes/image: {rep.boxes_per_image:.1f}")
+    print(f"MABO: {rep.mabo:.4f}")
+    print(f"seconds/image: {rep.seconds_per_image:.3f}")
+    print(f"recall@{thr}: {rep.recall:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))
