@@ -134,7 +134,7 @@ def test_checkpoints_make_an_ensemble(tmp_path):
     ens = build_classifier(ModelConfig(checkpoints=[str(tmp_path / "a.pt"), str(tmp_path / "b.pt")],
                                        batch_size=2), WarpConfig())
     assert ens.classes == ("n01", "n02") and ens.class_names == ("N01", "N02")
-    x = torch.randn(2, 3, 224, 224)
+    x = torch.randn(2, 3, 64, 64)  # adaptive average pooling: any size works, small is fast
     p = ens.predict(x)
     assert p.shape == (2, 3)
     np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-5)
