@@ -121,19 +121,22 @@ class TrainConfig:
 
 @dataclass
 class MultiBoxTrainConfig:
-    num_priors: int = 200
-    iterations: int = 2000
-    batch_size: int = 16
-    base_lr: float = 0.001
+    """Training the MultiBox proposal network (proposals/multibox/train.py)."""
+
+    num_priors: int = 200  # K priors from k-means over the training boxes
+    iterations: int = 3000
+    batch_size: int = 16  # images per step
+    base_lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 0.0005
-    lr_step: int = 1000
+    lr_step: int = 2000
     lr_gamma: float = 0.1
-    alpha: float = 0.3
-    freeze_below: str = "inception_4e"
+    alpha: float = 0.3  # location weight of the MultiBox loss (Erhan et al.)
+    freeze_below: str = "inception_5a"  # train this layer and above (+ heads) on cached lower features
     hflip: bool = True
-    checkpoint_every: int = 100
+    checkpoint_every: int = 500
     seed: int = 0
+    kmeans_iterations: int = 100
 
 
 @dataclass
