@@ -67,7 +67,8 @@ def test_formats_errors_outputs(tool, tmp_path, capsys):
     files = write_inputs(tmp_path)
     out = tmp_path / "pics"
     argv = [str(files[k]) for k in ("rgb", "broken", "gray", "cmyk", "alpha", "deep")]
-    argv += [str(tmp_path / "missing.jpg"), "--whole-image", "--out", str(out), "--score-threshold", "0.5"]
+    argv += [str(tmp_path / "missing.jpg"), "--whole-image", "--out", str(out), "--score-threshold", "0.5",
+             "--json", str(tmp_path / "dets.json")]
     rc = tool.main(argv)
     cap = capsys.readouterr()
     assert rc == 1  # two bad files -> non-zero exit, after the others were processed
@@ -82,6 +83,13 @@ def test_formats_errors_outputs(tool, tmp_path, capsys):
         assert [float(v) for v in box.split()] == [0.0, 0.0, float(size[0]), float(size[1])]
     assert sorted(p.name for p in out.iterdir()) == ["alpha.png", "cmyk.jpg", "deep16.png", "gray.png", "rgb.jpg"]
     assert Image.open(out / "gray.png").size == (50, 30)
+    from detector.evaluation.detections_io import read_detections_json
+
+    f = read_detections_json(tmp_path / "dets.json")
+    assert f.classes == ["n0001"] and sorted(f.by_image()) == ["alpha", "cmyk", "deep16", "gray", "rgb"]
+    gray = [im for im in f.images if im.image_id == "gray"][0]
+    assert (gray.width, gray.height) == (50, 30)
+    np.testing.assert_allclose(gray.detections.boxes, [[0, 0, 50, 30]])
 
 
 def test_folder_input_and_nothing_detected(tool, tmp_path, capsys):
@@ -93,6 +101,45 @@ def test_folder_input_and_nothing_detected(tool, tmp_path, capsys):
     rc = tool.main([str(d), "--whole-image", "--score-threshold", "0.9"])
     assert rc == 0
     assert capsys.readouterr().out == ""
+
+
+def test_ilsvrc_submission(monkeypatch, tmp_path, shared_data, capsys):
+    """Images named as val images -> submission lines with their val.txt index (its line: val_00000007 is
+    line 3) and DET_IDs."""
+    from detector.evaluation.ilsvrc import read_submission
+
+    mod = load_tool("detect")
+    # classes: DET_ID 2 (airplane) and 1 (accordion), in that order: labels must be mapped to DET_IDs
+    ens = Ensemble([RegionClassifier(ConstNet2(), ("n02691156", "n02672831"), ("airplane", "accordion"), IDENTITY)],
+                   channels_last=False)
+    monkeypatch.setattr(mod, "build_classifier", lambda *a, **k: ens)
+    devkit = shared_data / "ilsvrc2014_devkit"
+    for name in ("ILSVRC2012_val_00000001", "ILSVRC2012_val_00000007"):
+        Image.fromarray(np.full((20, 30, 3), 100, np.uint8)).save(tmp_path / f"{name}.png")
+    sub = tmp_path / "sub.txt"
+    rc = mod.main([str(tmp_path / "ILSVRC2012_val_00000001.png"), str(tmp_path / "ILSVRC2012_val_00000007.png"),
+                   "--whole-image", "--devkit", str(devkit), "--submission", str(sub), "--score-threshold", "0.1"])
+    assert rc == 0
+    s = read_submission(sub)
+    assert sorted(zip(s.image_index.tolist(), s.det_id.tolist())) == [(1, 1), (1, 2), (3, 1), (3, 2)]
+    np.testing.assert_allclose(s.boxes[0], [1, 1, 30, 20])  # 1-based inclusive of the whole 30x20 image
+    # column 1 = airplane (DET_ID 2) -> 0.2447; column 2 = accordion (DET_ID 1) -> 0.6652
+    np.testing.assert_allclose(s.conf[s.det_id == 2], 0.2447, atol=1e-4)
+    np.testing.assert_allclose(s.conf[s.det_id == 1], 0.6652, atol=1e-4)
+    # an image whose stem is not a val image: refused before anything runs
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "holiday.png")
+    from detector.cli import run
+
+    assert run(mod.main, [str(tmp_path / "holiday.png"), "--whole-image", "--devkit", str(devkit),
+                          "--submission", str(sub)]) == 2
+    assert "not in" in capsys.readouterr().err
+
+
+class ConstNet2(nn.Module):
+    """Logits [0, 1, 2] for every region: softmax [0.0900, 0.2447, 0.6652]."""
+
+    def forward(self, x):
+        return torch.tensor([[0.0, 1.0, 2.0]]).expand(len(x), -1)
 
 
 def test_usage_errors_are_one_line(tmp_path, capsys):

@@ -17,6 +17,7 @@ import logging
 import sys
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from detector.classifier import build_classifier
@@ -94,12 +95,17 @@ def main(argv: list[str] | None = None) -> int:
     images = list_images(args.images)
     if not images:
         raise UserError("no images given (files or folders with .jpg/.png/... files)")
+    val_index = None
+    if args.submission:
+        devkit, val_index = submission_plan(args, images)
+        args.devkit_resolved = devkit
     classifier = build_classifier(cfg.model, cfg.warp, meta_det=args.devkit)
     detector = Detector(make_proposer(cfg.proposals, whole_image=args.whole_image), classifier, cfg.warp,
                         cfg.detect)
     names = classifier.class_names
     results: dict[str, Detections] = {}
     paths: dict[str, Path] = {}
+    sizes: dict[str, tuple[int, int]] = {}
     failures = 0
     for path in tqdm(images, desc="images", unit="img", file=sys.stderr, disable=len(images) < 2):
         try:
@@ -109,24 +115,71 @@ def main(argv: list[str] | None = None) -> int:
             failures += 1
             tqdm.write(f"error: {_one_line(e)}", file=sys.stderr)
             continue
+        if path.stem in results:
+            log.warning("%s: a second image with stem %r; its detections replace the first's in --json/"
+                        "--submission", path, path.stem)
         results[path.stem] = dets
         paths[path.stem] = path
+        sizes[path.stem] = (image.shape[1], image.shape[0])
         for box, score, label in zip(dets.boxes, dets.scores, dets.labels):
             print(f"{path}\t{names[int(label)]}\t{float(score):.4f}\t"
                   f"{box[0]:.1f} {box[1]:.1f} {box[2]:.1f} {box[3]:.1f}", flush=True)
         if args.out:
             suffix = ".png" if path.suffix.lower() == ".png" else ".jpg"
             save_detections_image(image, dets, names, Path(args.out) / f"{path.stem}{suffix}")
-    write_outputs(args, results, paths, classifier.classes, names)
+    write_outputs(args, results, sizes, paths, classifier.classes, names, val_index)
     log.info("%d image(s) processed, %d failed, %d detections", len(results), failures,
              sum(len(d) for d in results.values()))
     return 1 if failures else 0
 
 
-def write_outputs(args, results: dict[str, Detections], paths: dict[str, Path], classes, names) -> None:
-    """The ``--json`` and ``--submission`` files."""
-    if args.json or args.submission:
-        raise UserError("--json / --submission need detector/evaluation/detections_io.py (not yet available)")
+def submission_plan(args, images: list[Path]) -> tuple[Path, dict[str, int]]:
+    """Checked before the run: the devkit and the val.txt index of every image stem."""
+    import os
+
+    from detector.datasets.ilsvrc import devkit_paths, read_image_list
+
+    devkit = args.devkit or os.environ.get("GOOGLENET_RCNN_DEVKIT")
+    if not devkit:
+        raise UserError("--submission needs --devkit DIR (the ILSVRC devkit: data/det_lists/val.txt)")
+    val_index = dict(read_image_list(devkit_paths(Path(devkit))["val_list"]))
+    unknown = [p.stem for p in images if p.stem not in val_index]
+    if unknown:
+        raise UserError(f"--submission: {len(unknown)} image(s) are not in {devkit}/data/det_lists/val.txt "
+                        f"(the file stem must be the val image name), e.g. {unknown[:3]}")
+    return Path(devkit), val_index
+
+
+def write_outputs(args, results: dict[str, Detections], sizes: dict[str, tuple[int, int]],
+                  paths: dict[str, Path], classes, names, val_index: dict[str, int] | None) -> None:
+    """``--json``: every detection (detector/evaluation/detections_io format); ``--submission``: the ILSVRC
+    format (image index = line of val.txt, DET_ID 1..200, 1-based inclusive boxes)."""
+    if args.json:
+        from detector.evaluation.detections_io import ImageDetections, write_detections_json
+
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        write_detections_json(Path(args.json), list(classes), list(names),
+                              [ImageDetections(k, str(paths[k]), sizes[k][0], sizes[k][1], d)
+                               for k, d in results.items()])
+        log.info("wrote %s", args.json)
+    if args.submission:
+        from detector.datasets.ilsvrc import devkit_paths
+        from detector.datasets.ilsvrc_meta import detection_classes, read_meta_det
+        from detector.evaluation.ilsvrc import submission_from_detections, write_submission
+        from detector.structures import Dataset, ImageRecord
+
+        det = detection_classes(read_meta_det(devkit_paths(Path(args.devkit_resolved))["meta"]))
+        det_label = {s.wnid: i for i, s in enumerate(det)}
+        missing = [c for c in classes if c not in det_label]
+        if missing:
+            raise UserError(f"--submission: classifier classes {missing[:3]} are not ILSVRC DET classes")
+        to_det = np.array([det_label[c] for c in classes], np.int64)
+        records = tuple(ImageRecord(k, paths[k], sizes[k][0], sizes[k][1], index=val_index[k]) for k in results)
+        ds = Dataset("detect.py", tuple(s.wnid for s in det), tuple(s.name for s in det), records)
+        dets = {k: Detections(d.boxes, d.scores, to_det[d.labels]) for k, d in results.items()}
+        Path(args.submission).parent.mkdir(parents=True, exist_ok=True)
+        write_submission(Path(args.submission), submission_from_detections(ds, dets))
+        log.info("wrote %s (%d detections)", args.submission, sum(len(d) for d in dets.values()))
 
 
 if __name__ == "__main__":
