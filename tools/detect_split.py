@@ -34,8 +34,11 @@ log = logging.getLogger("detect_split")
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoints", nargs="+", required=True, type=Path, help="training checkpoints (last.pt)")
+    ap.add_argument("--from-probs", action="store_true",
+                    help="re-evaluate OUT/probs.npz of an earlier run instead of running the networks")
     ap.add_argument("--names", help="comma-separated display names, one per checkpoint")
-    ap.add_argument("--ensemble", action="store_true", help="also evaluate the average of all checkpoints")
+    ap.add_argument("--ensemble", nargs="?", const="all", metavar="NAMES",
+                    help="also evaluate the average of the checkpoints named (comma-separated; default all)")
     ap.add_argument("--config", help="YAML config (proposals and detect sections are used)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     ap.add_argument("--proposal-cache", type=Path, default=Path("out/cache/proposals"))
@@ -61,8 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from detector.classifier import load_checkpoint_member
     from detector.training.checkpoint import load_checkpoint
-    from detector.training.data import split_proposals
-    from detector.training.split_eval import classify_split, detections_from_probs
+    from detector.training.split_eval import detections_from_probs
 
     members, warps = [], []
     for p in args.checkpoints:
@@ -77,6 +79,39 @@ def main(argv: list[str] | None = None) -> int:
     if tuple(dataset.classes) != members[0].classes:
         raise UserError(f"dataset classes {list(dataset.classes)} differ from the checkpoints' "
                         f"{list(members[0].classes)} (pass --classes in the same order)")
+    if args.from_probs:
+        names, proposals, probs, total, secs = _read_probs(args.out / "probs.npz", len(dataset))
+    else:
+        names, proposals, probs, total, secs = _classify(args, cfg, dataset, members, warp, names)
+    from detector.evaluation import evaluate  # the project's evaluator (VOC area AP for --metric voc)
+
+    results = {"images": len(dataset), "regions": total, "seconds": round(secs, 1),
+               "checkpoints": [str(p) for p in args.checkpoints], "models": {}}
+    for n, pm in zip(names, probs):
+        dets = detections_from_probs(proposals, pm, cfg.detect)
+        r = evaluate(dataset, {rec.image_id: d for rec, d in zip(dataset.records, dets)}, args.metric)
+        results["models"][n] = r.to_dict()
+        print(f"{n}: mAP {r.mAP:.4f} " + " ".join(f"{c.name}={c.ap:.4f}" for c in r.per_class))
+    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def _read_probs(path: Path, n_images: int):
+    if not path.is_file():
+        raise UserError(f"{path}: no saved probabilities (run without --from-probs first)")
+    with np.load(path) as z:
+        names = [str(x) for x in z["names"]]
+        if f"boxes_img{n_images - 1}" not in z or f"boxes_img{n_images}" in z:
+            raise UserError(f"{path}: saved for a different number of images than the dataset's {n_images}")
+        proposals = [z[f"boxes_img{i}"] for i in range(n_images)]
+        probs = [[z[f"m{m}_img{i}"] for i in range(n_images)] for m in range(len(names))]
+    return names, proposals, probs, int(sum(len(p) for p in proposals)), float("nan")
+
+
+def _classify(args, cfg, dataset, members, warp, names):
+    from detector.training.data import split_proposals
+    from detector.training.split_eval import classify_split
+
     proposals = split_proposals(dataset, cfg.proposals, args.proposal_cache, args.workers, args.max_proposals)
     total = int(sum(len(p) for p in proposals))
     log.info("classifying %d regions of %d images with %d network(s), warp %s", total, len(dataset),
@@ -87,24 +122,18 @@ def main(argv: list[str] | None = None) -> int:
                                warp, args.batch_size, progress=bar.update)
     secs = time.perf_counter() - t0
     log.info("%.1f s, %.1f regions/s (all networks)", secs, total / max(secs, 1e-9))
-    if args.ensemble and len(members) > 1:
-        names.append("ensemble(" + "+".join(names) + ")")
-        probs.append([np.mean([pm[i] for pm in probs], axis=0) for i in range(len(dataset))])
+    if args.ensemble:
+        chosen = list(names) if args.ensemble == "all" else args.ensemble.split(",")
+        unknown = [c for c in chosen if c not in names]
+        if unknown:
+            raise UserError(f"--ensemble names {unknown} are not among --names {names}")
+        idx = [names.index(c) for c in chosen]
+        names.append("ensemble(" + "+".join(chosen) + ")")
+        probs.append([np.mean([probs[m][i] for m in idx], axis=0) for i in range(len(dataset))])
     np.savez_compressed(args.out / "probs.npz", names=np.array(names),
                         **{f"m{m}_img{i}": probs[m][i] for m in range(len(names)) for i in range(len(dataset))},
                         **{f"boxes_img{i}": proposals[i] for i in range(len(dataset))})
-    from detector.evaluation import evaluate  # the project's evaluator (VOC area AP for --metric voc)
-
-    results = {"images": len(dataset), "regions": total, "seconds": round(secs, 1),
-               "checkpoints": [str(p) for p in args.checkpoints], "models": {}}
-    for n, pm in zip(names, probs):
-        dets = detections_from_probs(proposals, pm, cfg.detect)
-        r = evaluate(dataset, {rec.image_id: d for rec, d in zip(dataset.records, dets)}, args.metric)
-        per = {c["name"]: c["ap"] for c in r.to_dict()["per_class"]} if hasattr(r, "to_dict") else {}
-        results["models"][n] = {"mAP": float(r.mAP), "per_class_ap": per}
-        print(f"{n}: mAP {r.mAP:.4f} " + " ".join(f"{k}={v:.4f}" for k, v in per.items()))
-    (args.out / "results.json").write_text(json.dumps(results, indent=2))
-    return 0
+    return names, proposals, probs, total, secs
 
 
 if __name__ == "__main__":
