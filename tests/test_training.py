@@ -124,3 +124,32 @@ def test_photometric_identity_and_range():
     np.testing.assert_array_equal(photometric_distort(img, np.full(3, 0.5)), img)  # factors 1, 1, 1
     out = photometric_distort(img, np.array([0.99, 0.0, 0.99]))
     assert out.dtype == np.uint8 and out.shape == img.shape and not np.array_equal(out, img)
+
+
+def test_shared_trunk_classification_is_exact(data):
+    from detector.training.split_eval import classify_split, shared_prefix
+
+    records, pools = data
+    torch.manual_seed(0)
+    a, _, _ = build_train_model(2, ModelConfig(), _cfg(), load_weights=False)
+    b, _, _ = build_train_model(2, ModelConfig(), _cfg(), load_weights=False)
+    b.load_state_dict({k: (v + 0.01 if k.startswith("inception_5a.") else v) for k, v in a.state_dict().items()})
+    b.reset_classifier(3)
+    assert shared_prefix([a, b]) == "pool4"
+    props = [p.boxes[:5] for p in pools[:2]]
+    probs = classify_split(records[:2], props, [a, b], BVLC_PREPROCESS, WARP, batch_size=4)
+    loader = RegionLoader(records, WARP, BVLC_PREPROCESS)
+    for m, net in enumerate((a, b)):
+        net.eval()
+        for i in range(2):
+            x = torch.cat([loader.load(_one(i, props[i]))[0]])
+            with torch.no_grad():
+                ref = torch.softmax(net(x), 1).numpy()
+            np.testing.assert_allclose(probs[m][i], ref, rtol=1e-4, atol=1e-6)
+
+
+def _one(i, boxes):
+    from detector.training.sampling import Minibatch
+
+    n = len(boxes)
+    return Minibatch(np.full(n, i), boxes, np.zeros(n, np.int64), np.zeros(n, bool), np.zeros((1, 3), np.float32))
