@@ -37,7 +37,7 @@ __all__ = ["ChannelLRN", "fast_lrn", "plain_lrn", "RegionClassifier", "Ensemble"
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("eager", "bf16")
+BACKENDS = ("eager", "bf16", "onnx", "onnx_int8")  # onnx*: detector/backends.py (pip install .[onnx])
 
 
 class ChannelLRN(nn.Module):
@@ -176,6 +176,8 @@ class Ensemble:
                                 f"{_pre_key(first.preprocess)}, {m.source} uses {_pre_key(m.preprocess)}")
         self.members = list(self.members)
         for m in self.members:
+            if not isinstance(m, nn.Module):  # an ONNX Runtime session (detector/backends.py)
+                continue
             fast_lrn(m.eval())
             if self.channels_last:
                 m.to(memory_format=torch.channels_last)
@@ -332,6 +334,9 @@ def build_classifier(cfg: ModelConfig, warp_cfg: WarpConfig | None = None,
         torch.set_num_threads(cfg.threads)
     members = ([load_checkpoint_member(c, warp_cfg) for c in cfg.checkpoints] if cfg.checkpoints
                else [embedded_member(cfg, meta_det)])
+    if cfg.backend.startswith("onnx"):
+        from .backends import convert_members
+        members = convert_members(members, cfg.backend, warp_cfg, cfg.threads)
     ens = Ensemble(members, batch_size=cfg.batch_size, channels_last=cfg.channels_last, backend=cfg.backend)
     log.info("region classifier: %d member(s), %d classes, batch %d, %d thread(s), channels_last=%s, %s",
              len(members), ens.num_classes, cfg.batch_size, torch.get_num_threads(), cfg.channels_last,

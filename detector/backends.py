@@ -1,0 +1,224 @@
+"""Fast region-classification backends beside torch eager fp32 (issue: speed on a CPU).
+
+* ``onnx``: the whole region classifier (GoogLeNet + its K+1 softmax or embedded ImageNet->DET head)
+  exported to ONNX and run by ONNX Runtime in fp32. The export is checked: its probabilities must match
+  torch's on real inputs (max abs difference <= ``EXPORT_ATOL``) or the export is refused.
+* ``onnx_int8``: the same graph statically quantised to int8 (QDQ format, per-channel weights) by ONNX
+  Runtime, calibrated on real warped regions (activations' min/max over the calibration set).
+
+Both are optional (``pip install .[onnx]``); without onnxruntime a clear error says how to install it.
+Exported models are cached in ``cache_dir`` keyed by the member's weights digest, so a second run starts at
+once; the key is stored next to the model (caches are honest: a changed source rebuilds).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from .cli import UserError
+
+__all__ = ["OrtMember", "export_onnx", "quantize_int8", "onnx_members", "state_digest", "bf16_supported",
+           "EXPORT_ATOL"]
+
+log = logging.getLogger(__name__)
+
+EXPORT_ATOL = 1e-4
+
+
+def _require_ort():
+    try:
+        import onnxruntime  # noqa: F401
+        import onnx  # noqa: F401
+    except ImportError:
+        raise UserError("the onnx backends need ONNX Runtime: pip install -e '.[onnx]'") from None
+    import onnxruntime
+    return onnxruntime
+
+
+def bf16_supported() -> bool:
+    """True when the CPU has native bf16 dot products (AVX512-BF16 or AMX), so bf16 autocast can pay off."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def state_digest(module: torch.nn.Module) -> str:
+    """sha256 over a module's state (names, shapes, bytes): the cache key of its exported graphs."""
+    h = hashlib.sha256()
+    for k, v in sorted(module.state_dict().items()):
+        t = v.detach().cpu().contiguous()
+        h.update(k.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+class OrtMember:
+    """An ONNX Runtime session standing in for a :class:`~detector.classifier.RegionClassifier`:
+    same ``classes``, ``class_names``, ``preprocess``, ``source``; ``__call__(x [n,3,S,S]) -> [n, K+1]``."""
+
+    def __init__(self, onnx_path: Path, like, threads: int = 0, label: str = "onnx") -> None:
+        ort = _require_ort()
+        so = ort.SessionOptions()
+        if threads > 0:
+            so.intra_op_num_threads = threads
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.classes, self.class_names = like.classes, like.class_names
+        self.preprocess = like.preprocess
+        self.source = f"{like.source} [{label}: {onnx_path.name}]"
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    # The Ensemble calls these on torch members; ONNX members have nothing to do.
+    def eval(self):
+        return self
+
+    def to(self, *args, **kwargs):
+        return self
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        arr = np.ascontiguousarray(x.detach().float().contiguous().numpy())
+        (probs,) = self.session.run(None, {self.input_name: arr})
+        return torch.from_numpy(probs)
+
+
+def export_onnx(member, path: Path, size: int = 224, check_inputs: torch.Tensor | None = None) -> Path:
+    """Export ``member`` (input ``[n, 3, size, size]`` -> probabilities) to ``path`` and check the outputs
+    against torch on ``check_inputs`` (default: 4 random images in the network's value range)."""
+    _require_ort()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    member = member.eval()
+    dummy = torch.zeros(2, 3, size, size)
+    tmp = path.with_suffix(".tmp.onnx")
+    with torch.no_grad():
+        torch.onnx.export(member, dummy, str(tmp), input_names=["regions"], output_names=["probs"],
+                          dynamic_axes={"regions": {0: "n"}, "probs": {0: "n"}}, opset_version=17,
+                          dynamo=False)
+    if check_inputs is None:
+        g = torch.Generator().manual_seed(0)
+        check_inputs = torch.rand(4, 3, size, size, generator=g) * 255 - 120
+    with torch.no_grad():
+        ref = member(check_inputs.float().contiguous()).numpy()
+    got = OrtMember(tmp, member)(check_inputs).numpy()
+    diff = float(np.abs(ref - got).max())
+    if not diff <= EXPORT_ATOL:
+        tmp.unlink(missing_ok=True)
+        raise RuntimeError(f"ONNX export of {member.source} differs from torch by {diff:.3g} > {EXPORT_ATOL}")
+    os.replace(tmp, path)
+    log.info("exported %s to %s (max |onnx - torch| = %.2g)", member.source, path, diff)
+    return path
+
+
+def quantize_int8(fp32_path: Path, out_path: Path, calibration: Iterable[np.ndarray]) -> Path:
+    """Static int8 quantisation (QDQ, per-channel weights, MinMax calibration) of ``fp32_path``,
+    calibrated on ``calibration``: batches of preprocessed warped regions ``[n, 3, S, S]`` float32."""
+    _require_ort()
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    batches = [np.ascontiguousarray(b, dtype=np.float32) for b in calibration]
+    if not batches:
+        raise ValueError("int8 calibration needs at least one batch of warped regions")
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter({"regions": b} for b in batches)
+
+        def get_next(self):
+            return next(self.it, None)
+
+    pre = out_path.with_suffix(".pre.onnx")
+    quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+    tmp = out_path.with_suffix(".tmp.onnx")
+    # Only the convolutions (>99% of the multiply-adds) are quantised; the final linear layer, the softmax
+    # and the embedded ImageNet->DET mapping stay fp32 so the probabilities keep their resolution.
+    quantize_static(str(pre), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    op_types_to_quantize=["Conv"])
+    pre.unlink(missing_ok=True)
+    os.replace(tmp, out_path)
+    log.info("int8 model %s calibrated on %d regions", out_path, sum(len(b) for b in batches))
+    return out_path
+
+
+def onnx_members(members: Sequence, backend: str, cache_dir: Path, threads: int = 0,
+                 calibration: Sequence[np.ndarray] | None = None, size: int = 224) -> list[OrtMember]:
+    """ONNX Runtime stand-ins for torch ``members`` (``backend`` "onnx" or "onnx_int8"), exported and
+    quantised on first use into ``cache_dir`` (keyed by each member's weights digest)."""
+    if backend not in ("onnx", "onnx_int8"):
+        raise ValueError(f"not an onnx backend: {backend}")
+    out = []
+    for m in members:
+        digest = state_digest(m)[:16]
+        fp32 = cache_dir / f"{digest}_fp32.onnx"
+        key_file = cache_dir / f"{digest}.json"
+        key = {"digest": digest, "source": m.source, "size": size}
+        stale = not key_file.is_file() or json.loads(key_file.read_text()) != key
+        if stale or not fp32.is_file():
+            export_onnx(m, fp32, size)
+            key_file.write_text(json.dumps(key))
+        path = fp32
+        if backend == "onnx_int8":
+            path = cache_dir / f"{digest}_int8.onnx"
+            if stale or not path.is_file():
+                if not calibration:
+                    raise UserError("onnx_int8 needs calibration regions the first time (real warped regions)")
+                quantize_int8(fp32, path, calibration)
+        out.append(OrtMember(path, m, threads, backend))
+    return out
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/googlenet_rcnn/onnx`` (default ``~/.cache/...``): exported/quantised graphs."""
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "googlenet_rcnn" / "onnx"
+
+
+def calibration_regions(pre, warp_cfg, images: Sequence[np.ndarray] | None = None, per_image: int = 64,
+                        batch: int = 32) -> list[np.ndarray]:
+    """Real warped regions for int8 calibration: Selective Search proposals (the paper's setting) of
+    ``images`` (default: scikit-image's bundled photos chelsea, coffee, astronaut, rocket), warped exactly as
+    at test time; ``per_image`` regions evenly spread over each image's proposal list. Deterministic."""
+    import skimage.data
+
+    from proposals.selective_search import selective_search
+
+    from .config import SelectiveSearchConfig
+    from .warp import prepare_image, warp_prepared
+
+    if images is None:
+        images = [skimage.data.chelsea(), skimage.data.coffee(), skimage.data.astronaut(), skimage.data.rocket()]
+    regions = []
+    for img in images:
+        boxes = selective_search(img, SelectiveSearchConfig())
+        if len(boxes) == 0:
+            continue
+        pick = boxes[np.linspace(0, len(boxes) - 1, min(per_image, len(boxes))).astype(int)]
+        regions.append(warp_prepared(prepare_image(img, pre), pick, warp_cfg).numpy())
+    allr = np.concatenate(regions)
+    return [allr[i:i + batch] for i in range(0, len(allr), batch)]
+
+
+def convert_members(members: Sequence, backend: str, warp_cfg, threads: int = 0,
+                    cache_dir: Path | None = None) -> list:
+    """``members`` for ``backend``: unchanged for torch backends, ONNX Runtime sessions for onnx/onnx_int8."""
+    if backend not in ("onnx", "onnx_int8"):
+        return list(members)
+    from .config import WarpConfig
+    warp_cfg = warp_cfg or WarpConfig()
+    calib = calibration_regions(members[0].preprocess, warp_cfg) if backend == "onnx_int8" else None
+    return onnx_members(members, backend, cache_dir or default_cache_dir(), threads, calib, warp_cfg.size)
