@@ -55,6 +55,7 @@ def test_second_detection_matches_second_object_unlike_voc():
     assert (r.ap, r.num_gt, r.num_det) == (1.0, 2, 2)
     dets = detections_from_submission(ds, _sub(rows))
     assert evaluate(ds, dets, "voc").per_class[0].ap == pytest.approx(0.5)  # VOC: duplicate of A
+    assert evaluate(ds, dets, "ilsvrc").per_class[0].ap == 1.0  # the generic entry point, library boxes
 
 
 def test_duplicates_are_false_positives():
