@@ -2,6 +2,7 @@
 per class with a literal transcription of eval_detection.m's loops on the real demo submission."""
 from __future__ import annotations
 
+import json
 import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from detector.boxes import from_one_based_inclusive
 from detector.evaluation import evaluate
 from detector.evaluation.common import area_ap
+from detector.evaluation.report import write_json
 from detector.evaluation.ilsvrc import (Submission, detections_from_submission, evaluate_submission, gt_thresholds,
                                         read_submission, submission_from_detections, write_submission)
 from detector.structures import Dataset, DatasetError, ImageRecord
@@ -84,13 +86,15 @@ def test_blacklist_ignored_on_both_sides():
     assert _ap(ds, rows, {(1, 2)}).ap == 0.25  # another class's blacklist entry changes nothing
 
 
-def test_empty_classes_and_no_detections():
+def test_empty_classes_and_no_detections(tmp_path):
     ds = _ds([[(1, [1, 1, 50, 50])], [(2, [1, 1, 50, 50])]])
     r = evaluate_submission(ds, _sub([(1, 3, 0.9, 1, 1, 50, 50)]))
     assert r.per_class[0].ap == 0.0 and r.per_class[1].ap == 0.0  # ground truth but no detections: AP 0
     assert math.isnan(r.per_class[2].ap) and r.per_class[2].num_det == 1  # no ground truth: NaN (devkit: NaN)
     assert r.mAP == 0.0  # mean over the classes with ground truth
-    assert r.to_dict()["per_class"][2]["ap"] is None
+    assert math.isnan(r.to_dict()["per_class"][2]["ap"])
+    write_json(r, tmp_path / "r.json")
+    assert json.loads((tmp_path / "r.json").read_text())["per_class"][2]["ap"] is None  # strict JSON: null
     empty = evaluate_submission(ds, _sub([]))
     assert empty.mAP == 0.0 and all(c.num_det == 0 for c in empty.per_class)
 

@@ -32,8 +32,9 @@ class ClassResult:
     recall: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def to_dict(self, curves: bool = False) -> dict:
+        """Plain numbers (``ap`` may be NaN; :func:`detector.evaluation.report.write_json` writes it as null)."""
         d = {"id": self.id, "wnid": self.wnid, "name": self.name,
-             "ap": None if math.isnan(self.ap) else float(self.ap), "num_gt": self.num_gt, "num_det": self.num_det}
+             "ap": float(self.ap), "num_gt": self.num_gt, "num_det": self.num_det}
         if curves:
             d["precision"] = [float(x) for x in self.precision]
             d["recall"] = [float(x) for x in self.recall]

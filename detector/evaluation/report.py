@@ -12,7 +12,18 @@ __all__ = ["write_json", "format_table", "plot_pr_curves"]
 
 def write_json(result: EvalResult, path: Path, curves: bool = True) -> None:
     """``{"metric", "mAP", "per_class": [{"id","wnid","name","ap","num_gt","num_det"[,"precision","recall"]}], ...}``."""
-    Path(path).write_text(json.dumps(result.to_dict(curves=curves), indent=1))
+    Path(path).write_text(json.dumps(_strict(result.to_dict(curves=curves)), indent=1, allow_nan=False))
+
+
+def _strict(x):
+    """NaN (AP / recall of a class without ground truth) -> null: strict JSON has no NaN."""
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _strict(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_strict(v) for v in x]
+    return x
 
 
 def format_table(result: EvalResult) -> str:
