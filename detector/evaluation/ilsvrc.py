@@ -29,7 +29,7 @@ from ..boxes import from_one_based_inclusive, to_one_based_inclusive
 from ..structures import Dataset, DatasetError, Detections
 from .common import ClassResult, EvalResult, area_ap, group_bounds, mean_ap, pr_curve, stable_desc
 
-__all__ = ["Submission", "read_submission", "write_submission", "submission_from_detections",
+__all__ = ["Submission", "read_submission", "write_submission", "submission_from_detections", "submission_from_indexed",
            "detections_from_submission", "evaluate_submission", "gt_thresholds", "match_image_class"]
 
 log = logging.getLogger(__name__)
@@ -115,12 +115,20 @@ def submission_from_detections(dataset: Dataset, detections: dict[str, Detection
     """Library detections (labels index ``dataset.classes``; DET_ID = label + 1) -> submission rows.
     Boxes converted with :func:`detector.boxes.to_one_based_inclusive`; an unknown image_id raises."""
     keys = dict(zip((r.image_id for r in dataset.records), _image_keys(dataset)))
+    return submission_from_indexed(detections, keys, len(dataset.classes), f"dataset {dataset.name}")
+
+
+def submission_from_indexed(detections: dict[str, Detections], image_index: dict[str, int],
+                            num_classes: int = 200, where: str = "the image list") -> Submission:
+    """As :func:`submission_from_detections` with an explicit ``image_id -> image_index`` map (e.g.
+    ``dict(read_image_list(<devkit>/data/det_lists/val.txt))`` for images named by their val stem)."""
+    keys = image_index
     parts = []
     for image_id, d in detections.items():
         if image_id not in keys:
-            raise DatasetError(f"detections for image {image_id!r}, which is not in dataset {dataset.name}")
-        if len(d) and (d.labels.min() < 0 or d.labels.max() >= len(dataset.classes)):
-            raise DatasetError(f"detections for {image_id}: labels outside 0..{len(dataset.classes) - 1}")
+            raise DatasetError(f"detections for image {image_id!r}, which is not in {where}")
+        if len(d) and (d.labels.min() < 0 or d.labels.max() >= num_classes):
+            raise DatasetError(f"detections for {image_id}: labels outside 0..{num_classes - 1}")
         parts.append((np.full(len(d), keys[image_id], np.int64), d.labels + 1, d.scores.astype(np.float64),
                       to_one_based_inclusive(d.boxes)))
     if not parts:
