@@ -7,7 +7,6 @@ descending confidence (ties keep input order, like MATLAB's stable ``sort(..., '
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
