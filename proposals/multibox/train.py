@@ -45,8 +45,12 @@ class MultiBoxCheckpointError(ValueError):
 
 
 def _cache_layer(freeze_below: str) -> str:
+    """The trunk layer whose output is cached: the one before ``freeze_below`` ("head": trunk frozen, the
+    features are taken after pool4 and run once through 5a/5b in memory)."""
+    if freeze_below == "head":
+        return "pool4"
     if freeze_below not in LAYER_NAMES:
-        raise ValueError(f"multibox_train.freeze_below must be a trunk layer ({', '.join(LAYER_NAMES)}); "
+        raise ValueError(f"multibox_train.freeze_below must be 'head' or a trunk layer ({', '.join(LAYER_NAMES)}); "
                          f"got {freeze_below!r}")
     i = LAYER_NAMES.index(freeze_below)
     if i == 0:
@@ -130,8 +134,17 @@ def train_multibox(records: Sequence[ImageRecord], cfg: MultiBoxTrainConfig, wei
         priors = kmeans_priors(normalised_boxes(records), cfg.num_priors, cfg.seed, cfg.kmeans_iterations)
     net = MultiBoxNet(priors)
     sha = load_bvlc_weights(net.trunk, weights)
-    net.trunk.freeze_below(cfg.freeze_below)
+    head_only = cfg.freeze_below == "head"
+    if head_only:
+        for p in net.trunk.parameters():
+            p.requires_grad_(False)
+    else:
+        net.trunk.freeze_below(cfg.freeze_below)
     feats = cache_features(records, net, layer, out_dir / "features", sha, cfg.hflip, progress=None)
+    if head_only:  # run the frozen 5a/5b once over the cache instead of at every step
+        with torch.inference_mode():
+            feats = {k: net.trunk.forward_from(torch.from_numpy(v[None].astype(np.float32)), layer)[0]
+                     .half().numpy() for k, v in feats.items()}
     targets = _targets(records)
     keys = sorted(feats)
     params = [p for p in net.parameters() if p.requires_grad]
@@ -153,7 +166,7 @@ def train_multibox(records: Sequence[ImageRecord], cfg: MultiBoxTrainConfig, wei
     for it in range(start, cfg.iterations):
         batch = _batch(keys, cfg.seed, it, cfg.batch_size)
         x = torch.from_numpy(np.stack([feats[k] for k in batch]).astype(np.float32))
-        boxes, logits = net.forward_from(x, layer)
+        boxes, logits = net._heads(x) if head_only else net.forward_from(x, layer)
         loss, parts = multibox_loss(boxes, logits, [targets[k] for k in batch], cfg.alpha)
         opt.zero_grad(set_to_none=True)
         loss.backward()
