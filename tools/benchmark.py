@@ -58,6 +58,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="torch/cv2 threads (default 1: on a shared 2-core machine more threads than free "
                     "cores make OpenMP collapse)")
     ap.add_argument("--no-bf16", action="store_true", help="skip the bf16 autocast row")
+    ap.add_argument("--onnx", action="store_true",
+                    help="add ONNX Runtime fp32 and int8 rows (pip install -e '.[onnx]'; exported on first use)")
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("-v", "--verbose", action="store_true")
     return ap.parse_args(argv)
@@ -128,7 +130,7 @@ def naive_chunk(members, pre, image: np.ndarray, boxes, warp_cfg, meter: Meter) 
 
 
 def bench_classification(ens: Ensemble, image, img, boxes, warp_cfg, batch_size: int, rounds: int,
-                         per_round: int, bf16: bool) -> dict:
+                         per_round: int, bf16: bool, extra: dict[str, Ensemble] | None = None) -> dict:
     """The naive loop, batch 1, the chosen batch (fp32) and, with ``bf16``, the chosen batch under bf16
     autocast, interleaved in ``rounds`` rounds of ``per_round`` regions each, so that all see the same
     machine load (other processes share the CPU)."""
@@ -140,6 +142,10 @@ def bench_classification(ens: Ensemble, image, img, boxes, warp_cfg, batch_size:
     for b, be in ((1, "eager"), (batch_size, "eager"), (batch_size, "bf16")):  # warm-up (oneDNN primitives)
         classify_chunk(ens, img, boxes[:batch_size], warp_cfg, b, Meter(), be)
     naive_chunk(naive, ens.preprocess, image, boxes[:1], warp_cfg, Meter())
+    extra = extra or {}
+    for name, e in extra.items():  # ONNX Runtime ensembles (detector/backends.py), warmed up likewise
+        meters[name] = Meter()
+        classify_chunk(e, img, boxes[:batch_size], warp_cfg, batch_size, Meter(), e.backend)
     for r in tqdm(range(rounds), desc="interleaved rounds", file=sys.stderr):
         chunk = boxes[(r * per_round) % max(1, len(boxes) - per_round):][:per_round]
         naive_chunk(naive, ens.preprocess, image, chunk, warp_cfg, meters["naive"])
@@ -147,12 +153,16 @@ def bench_classification(ens: Ensemble, image, img, boxes, warp_cfg, batch_size:
         classify_chunk(ens, img, chunk, warp_cfg, batch_size, meters["batch"])
         if bf16:
             classify_chunk(ens, img, chunk, warp_cfg, batch_size, meters["batch_bf16"], "bf16")
+        for name, e in extra.items():
+            classify_chunk(e, img, chunk, warp_cfg, batch_size, meters[name], e.backend)
     ens.batch_size, ens.backend = batch_size, backend
     out = {k: {"regions": m.regions, "seconds": m.seconds, "regions_per_s": m.rate()} for k, m in meters.items()}
     out["batch"]["batch_size"] = batch_size
     out["speedup_vs_naive"] = meters["batch"].rate() / meters["naive"].rate()
     if bf16:
         out["speedup_bf16_vs_naive"] = meters["batch_bf16"].rate() / meters["naive"].rate()
+    for name in extra:
+        out[f"speedup_{name}_vs_naive"] = meters[name].rate() / meters["naive"].rate()
     for k, m in meters.items():
         log.info("%-7s %7.1f regions/s (%d regions, %.1f s)", k, m.rate(), m.regions, m.seconds)
     return out
@@ -218,8 +228,14 @@ def main(argv: list[str] | None = None) -> int:
                  "boxes": "random" if args.random_boxes else "proposals",
                  "threads": torch.get_num_threads(), "load_start": load_start}
     res["warp_regions_per_s"] = bench_warp(img, sel, cfg.warp, batch)
+    extra = {}
+    if args.onnx:
+        from detector.backends import convert_members
+        for be in ("onnx", "onnx_int8"):
+            extra[be] = Ensemble(convert_members(ens.members, be, cfg.warp, torch.get_num_threads()),
+                                 batch_size=batch, channels_last=False, backend=be)
     res["classification"] = bench_classification(ens, image, img, boxes, cfg.warp, batch, args.rounds,
-                                                  args.per_round, bf16=not args.no_bf16)
+                                                  args.per_round, bf16=not args.no_bf16, extra=extra)
     ens.batch_size = batch
     if args.e2e_images > 0 and detector is not None:
         paths = [Path(args.image)] if args.image else []
@@ -242,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     if "batch_bf16" in c:
         print(f"| warp + classify, batch {batch}, bf16 autocast channels-last | "
               f"{c['batch_bf16']['regions_per_s']:.1f} ({c['speedup_bf16_vs_naive']:.2f}x naive) |")
+    for be in extra:
+        print(f"| warp + classify, batch {batch}, ONNX Runtime {'int8' if be.endswith('int8') else 'fp32'} | "
+              f"{c[be]['regions_per_s']:.1f} ({c[f'speedup_{be}_vs_naive']:.2f}x naive) |")
     if res.get("end_to_end", {}).get("mean_seconds_per_image"):
         e = res["end_to_end"]
         print(f"| end to end, s/image ({len(e['images'])} images) | {e['mean_seconds_per_image']:.1f} s |")
