@@ -12,9 +12,11 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
+import torch
 
 from .boxes import as_boxes, batched_nms, clip_boxes, valid_mask
 from .classifier import Ensemble
@@ -125,11 +127,20 @@ class Detector:
                         name or "image", int((~ok).sum()), len(boxes))
         return boxes[ok]
 
-    def detect(self, image: np.ndarray, name: str | None = None) -> Detections:
-        """RGB uint8 ``[H, W, 3]`` -> :class:`Detections` (xyxy boxes, scores, labels into ``classes``)."""
+    def detect(self, image: np.ndarray, name: str | None = None,
+               proposals: np.ndarray | None = None) -> Detections:
+        """RGB uint8 ``[H, W, 3]`` -> :class:`Detections` (xyxy boxes, scores, labels into ``classes``).
+
+        ``proposals``: boxes already computed for this image (e.g. by :func:`prefetch_proposals` in a worker
+        process); they are clipped and filtered like the proposer's own."""
         t = StageTimings()
         t0 = time.perf_counter()
-        boxes = self.propose(image, name)                                    # 1. proposals
+        if proposals is None:
+            boxes = self.propose(image, name)                                # 1. proposals
+        else:
+            h, w = image.shape[:2]
+            boxes = clip_boxes(as_boxes(proposals), w, h)
+            boxes = boxes[valid_mask(boxes)]
         t.proposals_s = time.perf_counter() - t0
         t.num_proposals = len(boxes)
         if len(boxes) == 0:
@@ -149,3 +160,51 @@ class Detector:
                  "-> %d detections", name or "image", t.num_proposals, t.proposals_s, t.warp_s,
                  t.classify_s, t.num_proposals / max(t.classify_s, 1e-9), t.postprocess_s, len(dets))
         return dets
+
+
+def _read_and_propose(job):
+    """Worker: read one image and compute its proposals (runs in a separate process)."""
+    from .imageio import read_image
+
+    path, cfg, whole_image = job
+    try:
+        image = read_image(path)
+        return path, image, make_proposer(cfg, whole_image)(image, Path(path).stem), None
+    except Exception as e:  # noqa: BLE001 - handed back to the caller, which decides
+        return path, None, None, e
+
+
+def _init_worker() -> None:
+    import cv2
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
+def prefetch_proposals(paths: Sequence[Path], cfg: ProposalConfig, whole_image: bool = False, workers: int = 1,
+                       ahead: int = 2) -> Iterator[tuple[Path, np.ndarray | None, np.ndarray | None,
+                                                          BaseException | None]]:
+    """Yield ``(path, image, proposals, error)`` in order, computing the proposals of the next ``ahead``
+    images in ``workers`` worker processes while the caller classifies the current one (the pipeline overlap:
+    Selective Search on one core, the network on the other). ``workers=0``: everything in this process.
+    At most ``ahead`` images are held beyond the current one, so memory stays bounded."""
+    if workers <= 0 or len(paths) < 2:
+        for p in paths:
+            yield _read_and_propose((p, cfg, whole_image))
+        return
+    import multiprocessing as mp
+    from collections import deque
+
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(workers, initializer=_init_worker) as pool:
+        pending: deque = deque()
+        it = iter(paths)
+        for p in it:
+            pending.append(pool.apply_async(_read_and_propose, ((p, cfg, whole_image),)))
+            if len(pending) > ahead:
+                break
+        while pending:
+            result = pending.popleft().get()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append(pool.apply_async(_read_and_propose, ((nxt, cfg, whole_image),)))
+            yield result

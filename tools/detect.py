@@ -24,7 +24,7 @@ from detector.classifier import build_classifier
 from detector.cli import USER_ERRORS, UserError, run, setup_logging
 from detector.config import config_to_dict, load_config
 from detector.imageio import IMAGE_EXTENSIONS, read_image
-from detector.pipeline import Detector, make_proposer
+from detector.pipeline import Detector, make_proposer, prefetch_proposals
 from detector.structures import Detections
 from detector.visualize import save_detections_image
 
@@ -60,6 +60,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--devkit", help="ILSVRC 2014 devkit folder (meta_det.mat for the embedded default; "
                     "det_lists/val.txt for --submission); default $GOOGLENET_RCNN_DEVKIT")
     ap.add_argument("--out", help="folder for pictures with labelled boxes")
+    ap.add_argument("--overlap-workers", type=int, default=1,
+                    help="processes computing the next images' proposals during classification (0 = off)")
     ap.add_argument("--json", help="write every detection to this JSON file")
     ap.add_argument("--submission", help="write an ILSVRC submission (needs the devkit's val.txt)")
     ap.add_argument("--score-threshold", type=float, help="override detect.score_threshold")
@@ -107,10 +109,16 @@ def main(argv: list[str] | None = None) -> int:
     paths: dict[str, Path] = {}
     sizes: dict[str, tuple[int, int]] = {}
     failures = 0
-    for path in tqdm(images, desc="images", unit="img", file=sys.stderr, disable=len(images) < 2):
+    # Several images: Selective Search for the next images runs in a worker process while the current
+    # image's regions are classified here (--overlap-workers 0 turns this off).
+    stream = prefetch_proposals(images, cfg.proposals, args.whole_image,
+                                workers=args.overlap_workers if len(images) > 1 else 0)
+    for path, image, boxes, err in tqdm(stream, total=len(images), desc="images", unit="img", file=sys.stderr,
+                                        disable=len(images) < 2):
         try:
-            image = read_image(path)
-            dets = detector.detect(image, path.stem)
+            if err is not None:
+                raise err
+            dets = detector.detect(image, path.stem, proposals=boxes)
         except USER_ERRORS as e:
             failures += 1
             tqdm.write(f"error: {_one_line(e)}", file=sys.stderr)
