@@ -31,7 +31,7 @@ def merge_proposals(ss_boxes: np.ndarray, mb_boxes: np.ndarray) -> np.ndarray:
 @functools.lru_cache(maxsize=4)
 def load_multibox(path: str):
     """The trained MultiBox network of a checkpoint written by ``tools/train_multibox.py``."""
-    from .train import load_model
+    from .multibox.train import load_model
     return load_model(path)
 
 
