@@ -88,3 +88,31 @@ def test_training_steps_lower_loss_including_image_without_gt():
         opt.step()
         losses.append(float(loss))
     assert losses[-1] < losses[0] * 0.8
+
+
+def test_checkpoint_round_trip_and_propose_dispatch(tmp_path):
+    """A saved MultiBox model loads strictly and serves proposals.method multibox / ss+multibox."""
+    from detector.config import MultiBoxConfig, MultiBoxTrainConfig, ProposalConfig, SelectiveSearchConfig
+    from proposals.cache import propose
+    from proposals.multibox.model import MultiBoxNet
+    from proposals.multibox.train import History, _write, load_model
+
+    torch.manual_seed(0)
+    net = MultiBoxNet(kmeans_priors(np.random.default_rng(0).random((30, 4)).astype(np.float32) * 0.4
+                                    + np.array([0, 0, 0.5, 0.5], np.float32), 6))
+    opt = torch.optim.SGD(net.head.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, 10)
+    path = tmp_path / "last.pt"
+    _write(path, net, opt, sched, 0, MultiBoxTrainConfig(), "sha", History())
+    loaded = load_model(path)
+    for a, b in zip(net.state_dict().values(), loaded.state_dict().values()):
+        assert torch.equal(a, b)
+    img = (np.random.default_rng(2).random((90, 120, 3)) * 255).astype(np.uint8)
+    cfg = ProposalConfig(method="multibox", multibox=MultiBoxConfig(checkpoint=str(path), top_k=4),
+                         selective_search=SelectiveSearchConfig(resize_width=120))
+    mb = propose(img, cfg)
+    assert 0 < len(mb) <= 4 and (mb[:, 2] <= 120).all() and (mb[:, 3] <= 90).all()
+    cfg.method = "ss+multibox"
+    both = propose(img, cfg)
+    np.testing.assert_array_equal(both[:len(mb)], mb)  # MultiBox boxes first, then Selective Search
+    assert len(both) > len(mb)
