@@ -193,3 +193,21 @@ def _progress(it, bar):
     for x in it:
         bar.update(1)
         yield x
+
+
+def add_proposer_arguments(parser) -> None:
+    """``--config``, ``--set`` and ``--method``: the options every proposal tool shares."""
+    parser.add_argument("--config", help="YAML config (its proposals section is used)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override, e.g. proposals.selective_search.superpixel_scale=1")
+    parser.add_argument("--method", choices=METHODS, help="overrides proposals.method")
+
+
+def proposer_config_from_args(args) -> ProposalConfig:
+    """The proposals section of ``--config`` with ``--set`` and ``--method`` applied (logged)."""
+    from detector.config import load_config
+
+    overrides = list(args.overrides) + ([f"proposals.method={args.method}"] if args.method else [])
+    cfg = load_config(args.config, overrides).proposals
+    log.info("proposer config: %s", json.dumps(config_to_dict(cfg), sort_keys=True))
+    return cfg

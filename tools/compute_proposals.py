@@ -9,7 +9,6 @@ interrupted run continues where it stopped.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -18,28 +17,22 @@ from pathlib import Path
 import numpy as np
 
 from detector.cli import run, setup_logging
-from detector.config import config_to_dict, load_config
 from detector.datasets.cli import add_dataset_arguments, dataset_from_args
-from proposals.cache import compute_proposals
+from proposals.cache import add_proposer_arguments, compute_proposals, proposer_config_from_args
 
 log = logging.getLogger("compute_proposals")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", help="YAML config (its proposals section is used)")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="config override, e.g. proposals.selective_search.superpixel_scale=1")
-    ap.add_argument("--method", choices=["ss", "multibox", "ss+multibox"], help="overrides proposals.method")
+    add_proposer_arguments(ap)
     ap.add_argument("--out", required=True, type=Path, help="cache directory")
     ap.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     add_dataset_arguments(ap)
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
     setup_logging(args.verbose)
-    overrides = list(args.overrides) + ([f"proposals.method={args.method}"] if args.method else [])
-    cfg = load_config(args.config, overrides).proposals
-    log.info("proposer config: %s", json.dumps(config_to_dict(cfg), sort_keys=True))
+    cfg = proposer_config_from_args(args)
     ds = dataset_from_args(args)
     t0 = time.perf_counter()
     boxes = compute_proposals(ds.records, cfg, args.out, workers=args.workers)

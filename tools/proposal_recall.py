@@ -19,19 +19,18 @@ from pathlib import Path
 import numpy as np
 
 from detector.cli import run, setup_logging
-from detector.config import config_to_dict, load_config
+from detector.config import config_to_dict
 from detector.datasets.cli import add_dataset_arguments, dataset_from_args
 from detector.evaluation.recall import plot_recall_curves, proposal_recall
-from proposals.cache import cached_seconds, compute_proposals
+from proposals.cache import (add_proposer_arguments, cached_seconds, compute_proposals,
+                             proposer_config_from_args)
 
 log = logging.getLogger("proposal_recall")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", help="YAML config (its proposals section is used)")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    ap.add_argument("--method", choices=["ss", "multibox", "ss+multibox"], help="overrides proposals.method")
+    add_proposer_arguments(ap)
     ap.add_argument("--cache", type=Path, help="proposal cache directory (default: a temporary one)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--iou", type=float, default=0.5)
@@ -44,9 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
     setup_logging(args.verbose)
-    overrides = list(args.overrides) + ([f"proposals.method={args.method}"] if args.method else [])
-    cfg = load_config(args.config, overrides).proposals
-    log.info("proposer config: %s", json.dumps(config_to_dict(cfg), sort_keys=True))
+    cfg = proposer_config_from_args(args)
     ds = dataset_from_args(args)
     with tempfile.TemporaryDirectory() as tmp:
         cache = args.cache or Path(tmp)
