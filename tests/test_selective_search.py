@@ -80,3 +80,19 @@ def test_superpixels_2x_gives_fewer_boxes():
     n1 = len(selective_search(img, SelectiveSearchConfig(superpixel_scale=1.0)))
     n2 = len(selective_search(img, SelectiveSearchConfig(superpixel_scale=2.0)))
     assert n2 < 0.75 * n1
+
+
+def test_opencv_failure_names_image_or_falls_back(monkeypatch):
+    import cv2
+
+    import proposals.selective_search as ss
+
+    def boom(bgr, cfg):
+        raise cv2.error("synthetic OpenCV failure")
+
+    monkeypatch.setattr(ss, "_run_opencv", boom)
+    img = np.zeros((60, 80, 3), np.uint8)
+    with pytest.raises(ss.SelectiveSearchError, match="photo_7.jpg"):
+        selective_search(img, SelectiveSearchConfig(), name="photo_7.jpg")
+    whole = selective_search(img, SelectiveSearchConfig(fallback_whole_image=True), name="photo_7.jpg")
+    np.testing.assert_array_equal(whole, np.array([[0, 0, 80, 60]], np.float32))  # original coordinates
