@@ -96,6 +96,23 @@ def test_empty_classes_and_no_detections(tmp_path):
     assert json.loads((tmp_path / "r.json").read_text())["per_class"][2]["ap"] is None  # strict JSON: null
     empty = evaluate_submission(ds, _sub([]))
     assert empty.mAP == 0.0 and all(c.num_det == 0 for c in empty.per_class)
+    # the devkit's own mean(ap): classes 1..2 only (3 = the highest DET_ID with ground truth is 2)
+    assert r.extra["devkit_mAP"] == 0.0
+
+
+def test_devkit_mean_of_classes_without_ground_truth():
+    # ground truth of classes 1 and 3 (one object each, both found); class 2 has none
+    ds = _ds([[(1, [1, 1, 50, 50])], [(3, [1, 1, 50, 50])]])
+    hits = [(1, 1, 0.9, 1, 1, 50, 50), (2, 3, 0.9, 1, 1, 50, 50)]
+    r = evaluate_submission(ds, _sub(hits))
+    assert r.mAP == 1.0  # ours: mean over the classes with ground truth
+    assert r.extra["devkit_mAP"] == pytest.approx(2 / 3)  # devkit: class 2 without detections has AP 0
+    r = evaluate_submission(ds, _sub(hits + [(1, 2, 0.1, 1, 1, 50, 50)]))
+    assert r.mAP == 1.0 and math.isnan(r.per_class[1].ap)
+    assert math.isnan(r.extra["devkit_mAP"])  # devkit: recall 0/0 -> AP NaN -> mean NaN
+    # all of class 3's objects blacklisted and only a blacklisted detection of it: still NaN for the devkit
+    r = evaluate_submission(ds, _sub(hits), {(2, 3)})
+    assert r.per_class[2].num_gt == 0 and math.isnan(r.extra["devkit_mAP"]) and r.mAP == 1.0
 
 
 def test_detections_outside_the_evaluated_images_are_dropped():
@@ -235,3 +252,8 @@ def test_fast_port_equals_literal_loops_on_the_demo_submission(shared_data, tmp_
     np.testing.assert_allclose([c.ap for c, g in zip(fast.per_class, have_gt) if g],
                                [a for a, g in zip(ref, have_gt) if g], rtol=0, atol=1e-12)
     assert sum(have_gt) > 150
+    # the devkit's mean(ap) over classes 1..(highest DET_ID with an object), NaN for classes without positives
+    c_max = max(c for labs, _ in gt.values() for c in labs)
+    dk = fast.extra["devkit_mAP"]
+    ref_mean = float(np.mean(ref[:c_max]))
+    assert (math.isnan(dk) and math.isnan(ref_mean)) or dk == pytest.approx(ref_mean, abs=1e-12)

@@ -30,7 +30,7 @@ from ..structures import Dataset, DatasetError, Detections
 from .common import ClassResult, EvalResult, area_ap, group_bounds, mean_ap, pr_curve, stable_desc
 
 __all__ = ["Submission", "read_submission", "write_submission", "submission_from_detections", "submission_from_indexed",
-           "detections_from_submission", "evaluate_submission", "gt_thresholds", "match_image_class"]
+           "detections_from_submission", "evaluate_submission", "devkit_mean", "gt_thresholds", "match_image_class"]
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +176,29 @@ def match_image_class(det_boxes: np.ndarray, gt_boxes: np.ndarray, gt_thr: np.nd
     return tp
 
 
+def devkit_mean(ap: list[float], num_gt_all: np.ndarray, num_det_all: np.ndarray) -> float:
+    """The mean ``eval_detection.m`` + ``demo_eval_det.m`` report, classes without ground truth included as they are.
+
+    The devkit's ``ap`` vector has ``length(num_pos_per_class)`` entries: classes 1..c_max, c_max = the highest
+    DET_ID with a ground-truth object in the evaluated images (counted before the blacklist). A class in that range
+    with no positives left (none, or all blacklisted) has recall ``0/0 = NaN``: its AP is NaN when it has any
+    detection on the evaluated images (blacklisted ones included), 0 when it has none. ``mean(ap)`` is then NaN as
+    soon as one AP is NaN (and for an empty vector). ``ap``: our per-class APs (NaN without ground truth);
+    ``num_gt_all`` ``[K]``: objects per class before the blacklist; ``num_det_all`` ``[K]``: detections per class
+    on evaluated images, blacklisted included.
+    """
+    have = np.nonzero(np.asarray(num_gt_all) > 0)[0]
+    if len(have) == 0:
+        return float("nan")
+    out = []
+    for c in range(int(have[-1]) + 1):
+        if not np.isnan(ap[c]):
+            out.append(ap[c])
+        else:
+            out.append(float("nan") if num_det_all[c] > 0 else 0.0)
+    return float(np.mean(out))
+
+
 def evaluate_submission(dataset: Dataset, sub: Submission,
                         blacklist: set[tuple[int, int]] | None = None) -> EvalResult:
     """Devkit-exact AP per class over the records of ``dataset`` (ground truth in library xyxy, labels
@@ -229,7 +252,13 @@ def evaluate_submission(dataset: Dataset, sub: Submission,
         ap = area_ap(rec, prec) if num_gt[c - 1] > 0 else float("nan")
         per_class.append(ClassResult(c, dataset.classes[c - 1], names[c - 1], ap, int(num_gt[c - 1]), len(m),
                                      prec, rec))
-    extra = {"num_images": int(len(keys)), "num_detections": int(len(keep)),
+    # the devkit's own mean (demo_eval_det.m: mean(ap)) over its ap vector, for comparison with mAP
+    det_inside = np.bincount(sub.det_id[inside], minlength=K + 1)[1:]
+    devkit_map = devkit_mean([c.ap for c in per_class], np.bincount(gt_cls, minlength=K + 1)[1:], det_inside)
+    if not np.isclose(devkit_map, mean_ap(per_class), rtol=0, atol=1e-12, equal_nan=True):
+        log.info("the devkit's own mean(ap) would be %s (classes without ground truth, see devkit_mean)",
+                    f"{devkit_map:.6f}")
+    extra = {"devkit_mAP": devkit_map, "num_images": int(len(keys)), "num_detections": int(len(keep)),
              "dropped_outside": int((~inside).sum()), "ignored_blacklisted": int(black.sum()),
              "ignored_gt_blacklisted": int(gt_bl.sum())}
     return EvalResult("ilsvrc", mean_ap(per_class), per_class, extra)
