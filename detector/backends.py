@@ -173,10 +173,12 @@ def onnx_members(members: Sequence, backend: str, cache_dir: Path, threads: int 
             key_file.write_text(json.dumps(key))
         path = fp32
         if backend == "onnx_int8":
-            path = cache_dir / f"{digest}_int8.onnx"
+            if not calibration:
+                raise UserError("onnx_int8 needs calibration regions (real warped regions)")
+            # the quantised graph depends on the calibration regions too: they are part of its name
+            cal = hashlib.sha256(b"".join(np.ascontiguousarray(b, np.float32).tobytes() for b in calibration))
+            path = cache_dir / f"{digest}_int8_{cal.hexdigest()[:12]}.onnx"
             if stale or not path.is_file():
-                if not calibration:
-                    raise UserError("onnx_int8 needs calibration regions the first time (real warped regions)")
                 quantize_int8(fp32, path, calibration)
         out.append(OrtMember(path, m, threads, backend))
     return out

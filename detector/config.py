@@ -112,6 +112,11 @@ class TrainConfig:
     photometric: bool = False
     ema_decay: float = 0.999  # Polyak averaging; 0 disables
     freeze_below: str = "none"  # none | inception_4e | inception_5b ... (train only layers after it)
+    # CPU budget (detector/training/features.py): train from cached outputs of this frozen layer, e.g.
+    # pool4 with freeze_below=inception_5a; "" = off (R-CNN: every step runs the whole network)
+    feature_layer: str = ""
+    max_fg_per_image: int = 0  # with feature_layer: foreground proposals kept per image (0 = all)
+    max_bg_per_image: int = 0  # with feature_layer: background proposals kept per image (0 = all)
     eval_every: int = 500
     checkpoint_every: int = 100
     seed: int = 0

@@ -60,3 +60,38 @@ def test_export_refuses_mismatch(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="differs from torch"):
         export_onnx(m, tmp_path / "m.onnx", size=32)
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_int8_cache_is_keyed_by_calibration(tmp_path):
+    m = _member(tiny=True)
+    g = torch.Generator().manual_seed(2)
+    a = [(torch.rand(4, 3, 32, 32, generator=g) * 255 - 120).numpy()]
+    b = [a[0] * 0.1]  # other calibration regions -> other activation ranges -> another quantised graph
+    onnx_members([m], "onnx_int8", tmp_path, calibration=a, size=32)
+    onnx_members([m], "onnx_int8", tmp_path, calibration=a, size=32)
+    assert len(list(tmp_path.glob("*_int8_*.onnx"))) == 1  # same calibration: reused
+    onnx_members([m], "onnx_int8", tmp_path, calibration=b, size=32)
+    assert len(list(tmp_path.glob("*_int8_*.onnx"))) == 2
+    with pytest.raises(Exception, match="calibration"):
+        onnx_members([m], "onnx_int8", tmp_path, calibration=None, size=32)
+
+
+def test_split_classification_with_onnx_members_equals_eager(tmp_path):
+    """detect_split --backend onnx: whole-classifier ONNX sessions give the eager networks' probabilities."""
+    cv2 = pytest.importorskip("cv2")
+    from detector.config import WarpConfig
+    from detector.structures import ImageRecord
+    from detector.training.split_eval import classify_split
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (80, 100, 3)).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "a.png"), img)
+    rec = ImageRecord("a", tmp_path / "a.png", 80, 100, np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
+    boxes = np.array([[0, 0, 50, 40], [10, 20, 90, 70], [30, 5, 60, 75]], np.float32)
+    warp = WarpConfig(size=64, context_pad=4)
+    m = _member()
+    [eager] = classify_split([rec], [boxes], [m.net], BVLC_PREPROCESS, warp)
+    [onnx] = classify_split([rec], [boxes], onnx_members([m], "onnx", tmp_path / "c", size=64), BVLC_PREPROCESS,
+                            warp, outputs_probs=True)
+    assert onnx[0].shape == (3, 4)
+    np.testing.assert_allclose(onnx[0], eager[0], atol=1e-4)

@@ -47,6 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--metric", default="voc", help="evaluation metric (detector.evaluation): voc | voc07 | coco")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--backend", default="eager", choices=["eager", "onnx", "onnx_int8"],
+                    help="region classification backend (detector/backends.py; onnx* need pip install -e '.[onnx]')")
+    ap.add_argument("--calibrate-on", nargs="+", type=Path, default=[], metavar="IMAGE",
+                    help="onnx_int8: images whose Selective Search regions calibrate the quantisation (use "
+                    "training images of the same domain; default: scikit-image's bundled photos)")
     ap.add_argument("--out", required=True, type=Path, help="output folder")
     ap.add_argument("-v", "--verbose", action="store_true")
     add_dataset_arguments(ap)
@@ -117,9 +122,20 @@ def _classify(args, cfg, dataset, members, warp, names):
     log.info("classifying %d regions of %d images with %d network(s), warp %s", total, len(dataset),
              len(members), config_to_dict(warp))
     t0 = time.perf_counter()
+    nets, is_probs = [m.net for m in members], False
+    if args.backend != "eager":
+        from detector.backends import calibration_regions, default_cache_dir, onnx_members
+        from detector.imageio import read_image
+
+        calib = None
+        if args.backend == "onnx_int8":
+            imgs = [read_image(p) for p in args.calibrate_on] or None
+            calib = calibration_regions(members[0].preprocess, warp, imgs)
+        nets = onnx_members(members, args.backend, default_cache_dir(), args.threads, calib, warp.size)
+        is_probs = True
     with tqdm(total=total, desc="regions", unit="reg", dynamic_ncols=True) as bar:
-        probs = classify_split(dataset.records, proposals, [m.net for m in members], members[0].preprocess,
-                               warp, args.batch_size, progress=bar.update)
+        probs = classify_split(dataset.records, proposals, nets, members[0].preprocess, warp, args.batch_size,
+                               progress=bar.update, outputs_probs=is_probs)
     secs = time.perf_counter() - t0
     log.info("%.1f s, %.1f regions/s (all networks)", secs, total / max(secs, 1e-9))
     if args.ensemble:

@@ -36,12 +36,18 @@ class RegionPool:
     """Labelled candidate regions of one image.
 
     ``boxes`` float32 ``[M, 4]`` xyxy; ``labels`` int64 ``[M]`` (0 = background, ``c + 1`` = class
-    ``c``, -1 = unused); ``max_iou`` float32 ``[M]`` (best IoU with the ground truth).
+    ``c``, -1 = unused); ``max_iou`` float32 ``[M]`` (best IoU with the ground truth); ``is_gt`` bool
+    ``[M]`` (the region is a ground-truth box; None: none is).
     """
 
     boxes: np.ndarray
     labels: np.ndarray
     max_iou: np.ndarray
+    is_gt: np.ndarray | None = None
+
+    @property
+    def gt_mask(self) -> np.ndarray:
+        return np.zeros(len(self.labels), bool) if self.is_gt is None else np.asarray(self.is_gt, bool)
 
     @property
     def fg_index(self) -> np.ndarray:
@@ -79,7 +85,7 @@ def label_regions(proposals: np.ndarray, gt_boxes: np.ndarray, gt_labels: np.nda
     if len(gt) == 0 or len(cand) == 0:
         max_iou = np.zeros(len(cand), np.float32)
         labels = np.where(max_iou >= bg_low, 0, -1).astype(np.int64)
-        return RegionPool(cand.astype(np.float32), labels, max_iou)
+        return RegionPool(cand.astype(np.float32), labels, max_iou, np.zeros(len(cand), bool))
     iou = iou_matrix(cand, gt)  # [M, G]
     best = iou.argmax(axis=1)
     max_iou = iou[np.arange(len(cand)), best].astype(np.float32)
@@ -87,7 +93,8 @@ def label_regions(proposals: np.ndarray, gt_boxes: np.ndarray, gt_labels: np.nda
     labels[(max_iou >= bg_low) & (max_iou < bg_high)] = 0
     fg = max_iou >= fg_threshold
     labels[fg] = gl[best[fg]] + 1
-    return RegionPool(cand.astype(np.float32), labels, max_iou)
+    is_gt = np.arange(len(cand)) < (len(gt) if include_gt else 0)
+    return RegionPool(cand.astype(np.float32), labels, max_iou, is_gt)
 
 
 @dataclass(frozen=True, eq=False)
@@ -97,7 +104,8 @@ class Minibatch:
     ``image_index`` int64 ``[B]`` (index into the pools / records), ``boxes`` float32 ``[B, 4]`` xyxy,
     ``labels`` int64 ``[B]`` (0 = background), ``flip`` bool ``[B]``, ``photometric`` float32
     ``[n_images, 3]`` random numbers in [0, 1) per image of the batch (brightness, contrast, saturation;
-    row ``i`` belongs to ``unique(image_index)[i]``).
+    row ``i`` belongs to ``unique(image_index)[i]``), ``region_index`` int64 ``[B]`` (row of each region
+    in its image's pool; what detector.training.features looks cached features up by).
     """
 
     image_index: np.ndarray
@@ -105,6 +113,7 @@ class Minibatch:
     labels: np.ndarray
     flip: np.ndarray
     photometric: np.ndarray
+    region_index: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -161,7 +170,7 @@ class RegionSampler:
         labels = np.array([self.pools[i].labels[j] for i, j in pick], np.int64)
         n_img = len(np.unique(pick[:, 0]))
         photometric = rng.random((n_img, 3)).astype(np.float32)
-        return Minibatch(pick[:, 0].copy(), boxes.astype(np.float32), labels, flip, photometric)
+        return Minibatch(pick[:, 0].copy(), boxes.astype(np.float32), labels, flip, photometric, pick[:, 1].copy())
 
     def state_dict(self) -> dict:
         """All the sampler needs to reproduce its draws (they depend only on seed and iteration)."""

@@ -47,20 +47,23 @@ def shared_prefix(nets: Sequence[torch.nn.Module]) -> str | None:
 @torch.inference_mode()
 def classify_split(records: Sequence[ImageRecord], proposals: Sequence[np.ndarray],
                    nets: Sequence[torch.nn.Module], preprocess: PreprocessLike, warp_cfg: WarpConfig,
-                   batch_size: int = 64, progress: Callable[[int], None] | None = None) -> list[list[np.ndarray]]:
+                   batch_size: int = 64, progress: Callable[[int], None] | None = None,
+                   outputs_probs: bool = False) -> list[list[np.ndarray]]:
     """Softmax probabilities of every proposal under every network.
 
     ``proposals[i]``: float32 ``[N_i, 4]`` xyxy boxes of ``records[i]``. Returns ``probs[m][i]`` float32
     ``[N_i, K + 1]`` for network ``m``. ``progress(n)`` is called with the number of regions done.
+    ``outputs_probs``: the networks already return probabilities (whole region classifiers, e.g. the ONNX
+    Runtime members of detector.backends), not logits; no shared prefix is then looked for.
     """
     for n in nets:
         n.eval()
-    prefix = shared_prefix(nets) if len(nets) > 1 else None
+    prefix = shared_prefix(nets) if len(nets) > 1 and not outputs_probs else None
     if prefix is not None:
         log.info("%d networks share their weights up to %s: that part runs once per region", len(nets), prefix)
     out: list[list[np.ndarray]] = [[] for _ in nets]
     for rec, boxes in zip(records, proposals):
-        k1 = nets[0].num_classes
+        k1 = nets[0].num_classes + (1 if outputs_probs else 0)  # classifiers count K, networks K + 1
         probs = [np.zeros((len(boxes), k1), np.float32) for _ in nets]
         if len(boxes):
             img = prepare_image(read_image(rec.image_path), preprocess)
@@ -74,7 +77,7 @@ def classify_split(records: Sequence[ImageRecord], proposals: Sequence[np.ndarra
                         logits = net.classifier(net.dropout(torch.flatten(net.avgpool(f), 1)))
                     else:
                         logits = net(x)
-                    probs[m][sl] = torch.softmax(logits.float(), 1).numpy()
+                    probs[m][sl] = (logits.float() if outputs_probs else torch.softmax(logits.float(), 1)).numpy()
                 if progress is not None:
                     progress(sl.stop - sl.start)
         for m in range(len(nets)):

@@ -146,7 +146,8 @@ def train(model: nn.Module, sampler: RegionSampler, loader: Callable[[Minibatch]
           cfg: TrainConfig, out_dir: str | Path, meta: dict, resume: bool = False,
           validate: Callable[[nn.Module], float] | None = None,
           progress: Callable[[int, dict], None] | None = None,
-          stop_after: int | None = None) -> TrainResult:
+          stop_after: int | None = None,
+          forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None) -> TrainResult:
     """Fine-tune ``model`` (frozen layers already set) for ``cfg.iterations`` SGD steps.
 
     ``loader(batch) -> (x [B, 3, S, S], labels [B])``; ``meta``: ``classes``, ``class_names``, ``arch``,
@@ -155,6 +156,8 @@ def train(model: nn.Module, sampler: RegionSampler, loader: Callable[[Minibatch]
     the best goes to ``best.pt``. ``resume``: continue from ``out_dir/last.pt`` (refused when its classes
     or architecture differ). ``progress(iteration, stats)`` is called after every step.
     ``stop_after``: stop (after checkpointing) once this many steps are done (tests simulate a kill).
+    ``forward(model, x)``: how the loader's ``x`` becomes the output (default ``model(x)``; cached frozen
+    features use detector.training.features.forward_from_features).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -210,7 +213,7 @@ def train(model: nn.Module, sampler: RegionSampler, loader: Callable[[Minibatch]
         batch = sampler.sample(it)
         x, y = loader(batch)
         t0 = time.perf_counter()
-        loss = _loss(model(x), y, cfg.aux_loss_weight)
+        loss = _loss(model(x) if forward is None else forward(model, x), y, cfg.aux_loss_weight)
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"loss became {loss.item()} at iteration {it} (lower train.base_lr?)")
         opt.zero_grad(set_to_none=True)
