@@ -77,7 +77,7 @@ def _swap(module: nn.Module, fn) -> nn.Module:
         new = fn(child)
         if new is not child:
             setattr(module, name, new)
-        else:
+        elif not isinstance(child, ChannelLRN):  # never into a ChannelLRN: fast_lrn twice is fast_lrn once
             _swap(child, fn)
     return module
 

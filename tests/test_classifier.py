@@ -167,6 +167,9 @@ def test_channel_lrn_equals_torch_lrn(channels_last):
     seq = nn.Sequential(nn.Conv2d(12, 12, 1), nn.Sequential(nn.LocalResponseNorm(5, 1e-4, 0.75, 1.0)))
     fast_lrn(seq)
     assert isinstance(seq[1][0], ChannelLRN)
+    fast_lrn(seq)  # idempotent (an Ensemble built twice over the same members): no ChannelLRN inside one
+    assert isinstance(seq[1][0].lrn, nn.LocalResponseNorm)
+    torch.testing.assert_close(seq[1](x[:, :12]), nn.LocalResponseNorm(5, 1e-4, 0.75, 1.0)(x), rtol=1e-5, atol=1e-5)
     plain_lrn(seq)
     assert isinstance(seq[1][0], nn.LocalResponseNorm)
 

@@ -2,6 +2,7 @@
 
     python tools/benchmark.py [--image PHOTO] [--val-dir DIR] [--config C] [--regions 256] [--batch-size 8]
         [--rounds 4] [--per-round 16] [--e2e-images 2] [--threads 1] [--random-boxes] [--json out/bench.json]
+        [--onnx] [--compile] [--batch-sizes 1,8,32,64] [--ss-images 4] [--ensemble 3] [--folder-images 4]
 
 Measures, on the proposals of one real photo (Selective Search, the paper's proposals; or --random-boxes):
   * warped regions/s for each warp sampler (cv2 / roi_align / grid_sample), at the chosen batch size;
@@ -9,7 +10,12 @@ Measures, on the proposals of one real photo (Selective Search, the paper's prop
     interleaved in rounds with the naive loop so that all see the same machine load;
   * the naive baseline: cv2 crop + resize per region (R-CNN's literal crop), one region per eager fp32
     forward (torch's LRN, no channels-last, torch.no_grad);
-  * seconds per image end to end (proposals + warp + classify + NMS) on ``--e2e-images`` images.
+  * seconds per image end to end (proposals + warp + classify + NMS) on ``--e2e-images`` images, for one
+    model and a ``--ensemble``-member ensemble, per backend (fp32; ONNX fp32/int8 with ``--onnx``);
+  * Selective Search s/image (the config's proposals) with 1 and 2 worker processes (``--ss-images``);
+  * regions/s over ``--batch-sizes`` (the best is reported); torch.compile with ``--compile``;
+  * a folder of ``--folder-images`` images with and without the pipeline overlap (tools/detect.py's);
+  * peak resident memory after 256 and 4,096 regions (bounded: regions are streamed in batches).
 The machine load (``os.getloadavg``) is logged at the start and the end: other processes share the CPU.
 """
 from __future__ import annotations
@@ -27,6 +33,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from detector.bench import (bench_batch_sizes, bench_end_to_end, bench_folder, bench_memory,
+                             bench_selective_search, compiled_ensemble, peak_rss_mb, replicated_ensemble)
 from detector.classifier import Ensemble, build_classifier, plain_lrn
 from detector.cli import UserError, run, setup_logging
 from detector.config import config_to_dict, load_config
@@ -40,7 +48,8 @@ log = logging.getLogger("benchmark")
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--image", help="photo whose proposals are timed (default: skimage's chelsea)")
-    ap.add_argument("--val-dir", help="folder of images for the end-to-end timing (default: --image only)")
+    ap.add_argument("--val-dir", help="more images for the end-to-end, Selective Search and folder timings "
+                    "(after --image; sorted by name)")
     ap.add_argument("--config", default=None, help="detector config (default: the dataclass defaults)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--weights", help="BVLC GoogLeNet .npz")
@@ -60,6 +69,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-bf16", action="store_true", help="skip the bf16 autocast row")
     ap.add_argument("--onnx", action="store_true",
                     help="add ONNX Runtime fp32 and int8 rows (pip install -e '.[onnx]'; exported on first use)")
+    ap.add_argument("--compile", action="store_true", help="add a torch.compile (inductor) row")
+    ap.add_argument("--batch-sizes", default="1,8,16,32,64", help="fp32 batch-size sweep (empty: skip)")
+    ap.add_argument("--ss-images", type=int, default=4, help="images for the Selective Search rows (0 = skip)")
+    ap.add_argument("--ensemble", type=int, default=3, help="members of the end-to-end ensemble row (0 = skip)")
+    ap.add_argument("--folder-images", type=int, default=0,
+                    help="images for the folder throughput with vs without overlap (0 = skip)")
+    ap.add_argument("--e2e-backends", default="eager,onnx,onnx_int8",
+                    help="backends timed end to end (onnx* only with --onnx)")
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("-v", "--verbose", action="store_true")
     return ap.parse_args(argv)
@@ -168,23 +185,42 @@ def bench_classification(ens: Ensemble, image, img, boxes, warp_cfg, batch_size:
     return out
 
 
-def bench_end_to_end(detector: Detector, paths: list[Path]) -> dict:
-    per_image = []
-    for p in tqdm(paths, desc="end to end", unit="img", file=sys.stderr):
-        image = read_image(p)
-        t0 = time.perf_counter()
-        dets = detector.detect(image, p.stem)
-        t = detector.last_timings
-        per_image.append({"image": str(p), "size": list(image.shape[:2]), "seconds": time.perf_counter() - t0,
-                          "proposals": t.num_proposals, "proposals_s": t.proposals_s, "warp_s": t.warp_s,
-                          "classify_s": t.classify_s, "postprocess_s": t.postprocess_s,
-                          "detections": len(dets)})
-    secs = [r["seconds"] for r in per_image]
-    out = {"images": per_image, "mean_seconds_per_image": float(np.mean(secs)) if secs else None}
-    if secs:
-        log.info("end to end: %.1f s/image (mean over %d, %.0f proposals/image)", out["mean_seconds_per_image"],
-                 len(secs), np.mean([r["proposals"] for r in per_image]))
-    return out
+def print_table(res: dict, image_name: str, batch: int, extra: dict) -> None:
+    """The figures as one markdown table (the README pastes it)."""
+    print(f"| measurement ({image_name}, {torch.get_num_threads()} threads) | regions/s |")
+    print("|---|---|")
+    for name, v in res["warp_regions_per_s"].items():
+        print(f"| warp only, sampler {name}, batch {batch} | {v:.0f} |")
+    c = res["classification"]
+    print(f"| naive: cv2 crop+resize, 1 region per eager fp32 forward | {c['naive']['regions_per_s']:.1f} |")
+    print(f"| warp + classify, batch 1, fp32 channels-last | {c['batch1']['regions_per_s']:.1f} |")
+    print(f"| warp + classify, batch {batch}, fp32 channels-last | {c['batch']['regions_per_s']:.1f} "
+          f"({c['speedup_vs_naive']:.2f}x naive) |")
+    if "batch_bf16" in c:
+        print(f"| warp + classify, batch {batch}, bf16 autocast channels-last | "
+              f"{c['batch_bf16']['regions_per_s']:.1f} ({c['speedup_bf16_vs_naive']:.2f}x naive) |")
+    labels = {"onnx": "ONNX Runtime fp32", "onnx_int8": "ONNX Runtime int8", "compile": "torch.compile fp32"}
+    for be in extra:
+        print(f"| warp + classify, batch {batch}, {labels.get(be, be)} | "
+              f"{c[be]['regions_per_s']:.1f} ({c[f'speedup_{be}_vs_naive']:.2f}x naive) |")
+    if "batch_sweep" in res:
+        best = max(res["batch_sweep"], key=res["batch_sweep"].get)
+        print("| fp32 batch sweep: " + ", ".join(f"{k}: {v:.1f}" for k, v in res["batch_sweep"].items())
+              + f" | best batch {best}: {res['batch_sweep'][best]:.1f} |")
+    for r in res.get("selective_search", []):
+        print(f"| Selective Search ({r['boxes_per_image']:.0f} boxes/image), {r['workers']} worker(s), "
+              f"{r['images']} images | {r['seconds_per_image']:.2f} s/image |")
+    for k, e in res.get("end_to_end", {}).items():
+        print(f"| end to end, {k} model(s), {len(e['images'])} image(s), {e['mean_proposals']:.0f} proposals "
+              f"| {e['mean_seconds_per_image']:.1f} s/image |")
+    folder = res.get("folder", [])
+    for w in (0, 1):
+        rows = [f for f in folder if f["overlap_workers"] == w]
+        if rows:
+            print(f"| folder of {rows[0]['images']} images, {'overlap (1 worker)' if w else 'one by one'} | "
+                  f"{min(r['seconds_per_image'] for r in rows):.2f} s/image (best of {len(rows)}) |")
+    for m in res.get("memory", []):
+        print(f"| peak RSS after {m['regions']} regions | {m['peak_rss_mb']:.0f} MiB |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -234,36 +270,40 @@ def main(argv: list[str] | None = None) -> int:
         for be in ("onnx", "onnx_int8"):
             extra[be] = Ensemble(convert_members(ens.members, be, cfg.warp, torch.get_num_threads()),
                                  batch_size=batch, channels_last=False, backend=be)
+    if args.compile:
+        extra["compile"] = compiled_ensemble(ens)
     res["classification"] = bench_classification(ens, image, img, boxes, cfg.warp, batch, args.rounds,
                                                   args.per_round, bf16=not args.no_bf16, extra=extra)
     ens.batch_size = batch
+    paths = [Path(args.image)] if args.image else []
+    if args.val_dir:
+        exts = {e.lower() for e in IMAGE_EXTENSIONS}
+        paths += sorted(p for p in Path(args.val_dir).iterdir() if p.suffix.lower() in exts and p not in paths)
+    if args.batch_sizes:
+        sizes = [int(b) for b in args.batch_sizes.split(",")]
+        res["batch_sweep"] = {str(k): v for k, v in bench_batch_sizes(ens, img, boxes, cfg.warp, sizes).items()}
+    if args.ss_images > 0 and paths:
+        res["selective_search"] = bench_selective_search(paths[:args.ss_images], cfg.proposals, (1, 2))
+    res["memory"] = bench_memory(ens, img, cfg.warp)
     if args.e2e_images > 0 and detector is not None:
-        paths = [Path(args.image)] if args.image else []
-        if args.val_dir:
-            exts = {e.lower() for e in IMAGE_EXTENSIONS}
-            paths = sorted(p for p in Path(args.val_dir).iterdir() if p.suffix.lower() in exts)
-        res["end_to_end"] = bench_end_to_end(detector, paths[:args.e2e_images])
+        res["end_to_end"] = {}
+        backends = {"eager": ens, **extra}
+        for be in args.e2e_backends.split(","):
+            if be not in backends:
+                continue
+            variants = [(1, backends[be])] + ([(args.ensemble, replicated_ensemble(backends[be], args.ensemble))]
+                                              if args.ensemble > 1 else [])
+            for n, e in variants:
+                d = Detector(detector.proposer, e, cfg.warp, cfg.detect)
+                res["end_to_end"][f"{be} x{n}"] = bench_end_to_end(d, paths[:args.e2e_images], f"{be} x{n}")
+    if args.folder_images > 1 and detector is not None:
+        fast = extra.get("onnx_int8", ens)
+        d = Detector(detector.proposer, fast, cfg.warp, cfg.detect)
+        res["folder"] = [bench_folder(d, paths[:args.folder_images], cfg.proposals, w) for w in (0, 1, 0, 1)]
+    res["peak_rss_mb"] = peak_rss_mb()
     res["load_end"] = os.getloadavg()
     log.info("load average at end: %.2f %.2f %.2f", *res["load_end"])
-
-    print(f"| measurement ({image_name}, {torch.get_num_threads()} threads) | regions/s |")
-    print("|---|---|")
-    for name, v in res["warp_regions_per_s"].items():
-        print(f"| warp only, sampler {name}, batch {batch} | {v:.0f} |")
-    c = res["classification"]
-    print(f"| naive: cv2 crop+resize, 1 region per eager fp32 forward | {c['naive']['regions_per_s']:.1f} |")
-    print(f"| warp + classify, batch 1, fp32 channels-last | {c['batch1']['regions_per_s']:.1f} |")
-    print(f"| warp + classify, batch {batch}, fp32 channels-last | {c['batch']['regions_per_s']:.1f} "
-          f"({c['speedup_vs_naive']:.2f}x naive) |")
-    if "batch_bf16" in c:
-        print(f"| warp + classify, batch {batch}, bf16 autocast channels-last | "
-              f"{c['batch_bf16']['regions_per_s']:.1f} ({c['speedup_bf16_vs_naive']:.2f}x naive) |")
-    for be in extra:
-        print(f"| warp + classify, batch {batch}, ONNX Runtime {'int8' if be.endswith('int8') else 'fp32'} | "
-              f"{c[be]['regions_per_s']:.1f} ({c[f'speedup_{be}_vs_naive']:.2f}x naive) |")
-    if res.get("end_to_end", {}).get("mean_seconds_per_image"):
-        e = res["end_to_end"]
-        print(f"| end to end, s/image ({len(e['images'])} images) | {e['mean_seconds_per_image']:.1f} s |")
+    print_table(res, image_name, batch, extra)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(res, indent=1))

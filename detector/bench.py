@@ -1,0 +1,146 @@
+"""Measurements behind tools/benchmark.py (speed is measured there, never in tests).
+
+Every function times real work of the library (the Detector, the Ensemble, the proposal cache) and returns
+plain dicts of figures; the tool prints them side by side. Memory is the process's peak resident set size
+(``resource.getrusage``), which only grows: measure small before large.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .classifier import Ensemble
+from .config import ProposalConfig
+from .imageio import read_image
+from .pipeline import Detector, prefetch_proposals
+from .structures import ImageRecord
+from .warp import PreparedImage
+
+__all__ = ["peak_rss_mb", "bench_selective_search", "bench_batch_sizes", "bench_end_to_end", "bench_folder",
+           "bench_memory", "compiled_ensemble", "replicated_ensemble"]
+
+log = logging.getLogger(__name__)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, MiB (Linux ``ru_maxrss`` is in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def bench_selective_search(paths: Sequence[Path], cfg: ProposalConfig, workers: Sequence[int] = (1, 2)) -> list[dict]:
+    """Wall seconds per image of the proposal cache's computation (``proposals.cache.compute_proposals``)
+    over ``paths`` with each number of worker processes, into a fresh temporary cache every time."""
+    from proposals.cache import compute_proposals
+
+    records = []
+    for p in paths:
+        h, w = read_image(p).shape[:2]
+        records.append(ImageRecord(Path(p).stem, Path(p), h, w, np.zeros((0, 4), np.float32), np.zeros(0, np.int64)))
+    out = []
+    for n in workers:
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            boxes = compute_proposals(records, cfg, Path(tmp), workers=n, progress=False)
+            wall = time.perf_counter() - t0
+        out.append({"workers": n, "images": len(records), "seconds_per_image": wall / max(1, len(records)),
+                    "boxes_per_image": float(np.mean([len(b) for b in boxes.values()])) if boxes else 0.0})
+        log.info("Selective Search, %d worker(s): %.2f s/image", n, out[-1]["seconds_per_image"])
+    return out
+
+
+def bench_batch_sizes(ens: Ensemble, img: PreparedImage, boxes: np.ndarray, warp_cfg, sizes: Sequence[int],
+                      regions: int = 128) -> dict[int, float]:
+    """Warp + classify regions/s of ``ens`` at each batch size (``regions`` regions each, after a warm-up)."""
+    out = {}
+    keep = ens.batch_size
+    for b in sizes:
+        ens.batch_size = b
+        sel = boxes[:max(b, regions)]
+        ens.classify_regions(img, sel[:b], warp_cfg)  # warm-up: oneDNN primitives for this shape
+        t0 = time.perf_counter()
+        ens.classify_regions(img, sel, warp_cfg)
+        out[b] = len(sel) / (time.perf_counter() - t0)
+        log.info("batch %3d: %.1f regions/s", b, out[b])
+    ens.batch_size = keep
+    return out
+
+
+def bench_end_to_end(detector: Detector, paths: Sequence[Path], label: str = "") -> dict:
+    """Seconds per image of ``detector.detect`` (proposals + warp + classify + NMS), one image after another."""
+    per_image = []
+    for p in tqdm(paths, desc=f"end to end {label}".strip(), unit="img", file=sys.stderr):
+        image = read_image(p)
+        t0 = time.perf_counter()
+        dets = detector.detect(image, Path(p).stem)
+        t = detector.last_timings
+        per_image.append({"image": str(p), "size": list(image.shape[:2]), "seconds": time.perf_counter() - t0,
+                          "proposals": t.num_proposals, "proposals_s": t.proposals_s, "warp_s": t.warp_s,
+                          "classify_s": t.classify_s, "postprocess_s": t.postprocess_s,
+                          "detections": len(dets)})
+    secs = [r["seconds"] for r in per_image]
+    out = {"images": per_image, "mean_seconds_per_image": float(np.mean(secs)) if secs else None,
+           "mean_proposals": float(np.mean([r["proposals"] for r in per_image])) if per_image else None}
+    if secs:
+        log.info("end to end %s: %.1f s/image (mean over %d, %.0f proposals/image)", label,
+                 out["mean_seconds_per_image"], len(secs), out["mean_proposals"])
+    return out
+
+
+def bench_folder(detector: Detector, paths: Sequence[Path], cfg: ProposalConfig, overlap_workers: int) -> dict:
+    """Wall seconds for a folder the way tools/detect.py runs it: proposals of the next images computed in
+    ``overlap_workers`` worker processes while the current one is classified (0: one image after another)."""
+    t0 = time.perf_counter()
+    n = 0
+    for path, image, boxes, err in prefetch_proposals(list(paths), cfg, workers=overlap_workers):
+        if err is not None:
+            raise err
+        detector.detect(image, path.stem, proposals=boxes)
+        n += 1
+    wall = time.perf_counter() - t0
+    log.info("folder of %d images, overlap workers %d: %.1f s (%.2f s/image)", n, overlap_workers, wall, wall / n)
+    return {"images": n, "overlap_workers": overlap_workers, "seconds": wall, "seconds_per_image": wall / n}
+
+
+def bench_memory(ens: Ensemble, img: PreparedImage, warp_cfg, counts: Sequence[int] = (256, 4096),
+                 seed: int = 0) -> list[dict]:
+    """Peak RSS after classifying ``n`` random boxes of ``img`` for each ``n`` (ascending): with regions
+    streamed in batches the peak must not grow with ``n`` beyond the ``[n, K + 1]`` output."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for n in sorted(counts):
+        wh = rng.uniform(16, [img.width, img.height], (n, 2))
+        xy = rng.uniform(0, 1, (n, 2)) * (np.array([img.width, img.height]) - wh)
+        boxes = np.concatenate([xy, xy + wh], 1).astype(np.float32)
+        t0 = time.perf_counter()
+        ens.classify_regions(img, boxes, warp_cfg)
+        out.append({"regions": n, "peak_rss_mb": peak_rss_mb(), "seconds": time.perf_counter() - t0})
+        log.info("%d regions classified: peak RSS %.0f MiB", n, out[-1]["peak_rss_mb"])
+    return out
+
+
+def replicated_ensemble(ens: Ensemble, n: int) -> Ensemble:
+    """An ``n``-member ensemble costing what ``n`` distinct members cost (copies of ``ens``'s first member:
+    identical weights, so only for timing)."""
+    members = [ens.members[0]] + [copy.deepcopy(ens.members[0]) if isinstance(ens.members[0], torch.nn.Module)
+                                  else ens.members[0] for _ in range(n - 1)]
+    return Ensemble(members, batch_size=ens.batch_size, channels_last=ens.channels_last, backend=ens.backend)
+
+
+def compiled_ensemble(ens: Ensemble) -> Ensemble:
+    """The ensemble with every member's network wrapped in ``torch.compile`` (inductor, static shapes)."""
+    members = []
+    for m in ens.members:
+        c = copy.deepcopy(m)
+        c.net = torch.compile(c.net, dynamic=False)
+        members.append(c)
+    return Ensemble(members, batch_size=ens.batch_size, channels_last=ens.channels_last, backend="eager")
