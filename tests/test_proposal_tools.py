@@ -42,3 +42,19 @@ def test_recall_tool_prints_recall_last_and_compute_tool_fills_cache(tmp_path, c
     assert rc == 0 and out[-1] == "recall@0.5: 1.0000"  # the flat red rectangle is found
     assert [line.split(":")[0] for line in out[1:]] == ["boxes/image", "MABO", "seconds/image", "recall@0.5"]
     assert (tmp_path / "r.png").stat().st_size > 0
+
+
+def test_recall_tool_compare_keys_figures_by_method(tmp_path, capsys):
+    import json
+
+    _dataset(tmp_path / "voc")
+    common = ["--dataset", "voc", "--images-dir", str(tmp_path / "voc/JPEGImages"), "--annotations-dir",
+              str(tmp_path / "voc/Annotations"), "--set", "proposals.selective_search.resize_width=160",
+              "--workers", "1", "--cache", str(tmp_path / "cache")]
+    assert _tool("proposal_recall").main(common + ["--compare", "ss", "--json", str(tmp_path / "c.json"),
+                                                   "--plot", str(tmp_path / "c.png")]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0] == "== ss" and out[-1] == "recall@0.5: 1.0000"
+    figures = json.loads((tmp_path / "c.json").read_text())
+    assert list(figures) == ["ss"] and figures["ss"]["recall"] == 1.0
+    assert len(list((tmp_path / "cache" / "ss").glob("im*.npz"))) == 2  # one cache folder per method

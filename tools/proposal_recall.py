@@ -39,32 +39,48 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="write every figure and the recall curve here")
     ap.add_argument("--plot", type=Path, help="PNG of recall vs number of proposals kept")
     ap.add_argument("--label", default=None, help="legend label of the curve (default: the config name)")
+    ap.add_argument("--compare", metavar="M1,M2,...",
+                    help="several proposal methods (e.g. ss,multibox,ss+multibox), one figure each and all "
+                    "curves in one --plot; caches in --cache/<method>")
     add_dataset_arguments(ap)
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
     setup_logging(args.verbose)
-    cfg = proposer_config_from_args(args)
     ds = dataset_from_args(args)
-    with tempfile.TemporaryDirectory() as tmp:
-        cache = args.cache or Path(tmp)
-        boxes = compute_proposals(ds.records, cfg, cache, workers=args.workers)
-        secs = np.array([cached_seconds(r, cache) for r in ds.records])
-    rep = proposal_recall(ds.records, boxes, iou=args.iou, ilsvrc_small=args.ilsvrc_small)
-    known = secs[~np.isnan(secs)]
-    rep.seconds_per_image = float(known.mean()) if len(known) else math.nan
+    methods = args.compare.split(",") if args.compare else [None]
+    reports = {}
+    for method in methods:
+        if method is not None:
+            args.method = method
+        cfg = proposer_config_from_args(args)
+        with tempfile.TemporaryDirectory() as tmp:
+            cache = args.cache or Path(tmp)
+            if method is not None:
+                cache = cache / method  # one cache per proposer config
+            boxes = compute_proposals(ds.records, cfg, cache, workers=args.workers)
+            secs = np.array([cached_seconds(r, cache) for r in ds.records])
+        rep = proposal_recall(ds.records, boxes, iou=args.iou, ilsvrc_small=args.ilsvrc_small)
+        known = secs[~np.isnan(secs)]
+        rep.seconds_per_image = float(known.mean()) if len(known) else math.nan
+        label = method or args.label or (Path(args.config).stem if args.config else cfg.method)
+        reports[label] = (cfg, rep)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"config": config_to_dict(cfg), **rep.as_dict()}, indent=2))
+        payload = {k: {"config": config_to_dict(c), **r.as_dict()} for k, (c, r) in reports.items()}
+        args.json.write_text(json.dumps(payload if args.compare else next(iter(payload.values())), indent=2))
     if args.plot:
         args.plot.parent.mkdir(parents=True, exist_ok=True)
-        label = args.label or (Path(args.config).stem if args.config else cfg.method)
-        plot_recall_curves({label: rep}, str(args.plot), title=f"{ds.name}: {len(ds)} images")
+        plot_recall_curves({k: r for k, (_, r) in reports.items()}, str(args.plot),
+                           title=f"{ds.name}: {len(ds)} images")
     thr = "ilsvrc" if args.ilsvrc_small else f"{args.iou:g}"
-    print(f"images: {rep.num_images}  ground-truth boxes: {rep.num_gt}")
-    print(f"boxes/image: {rep.boxes_per_image:.1f}")
-    print(f"MABO: {rep.mabo:.4f}")
-    print(f"seconds/image: {rep.seconds_per_image:.3f}")
-    print(f"recall@{thr}: {rep.recall:.4f}")
+    for label, (_, rep) in reports.items():
+        if args.compare:
+            print(f"== {label}")
+        print(f"images: {rep.num_images}  ground-truth boxes: {rep.num_gt}")
+        print(f"boxes/image: {rep.boxes_per_image:.1f}")
+        print(f"MABO: {rep.mabo:.4f}")
+        print(f"seconds/image: {rep.seconds_per_image:.3f}")
+        print(f"recall@{thr}: {rep.recall:.4f}")
     return 0
 
 
