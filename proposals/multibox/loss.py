@@ -58,4 +58,5 @@ def multibox_loss(loc: torch.Tensor, logits: torch.Tensor, gts: Sequence[torch.T
     loc_loss = torch.stack(loc_terms).sum() * (alpha / 2) if loc_terms else loc.sum() * 0
     conf_loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="sum")
     loss = (loc_loss + conf_loss) / b
-    return loss, {"loc": float(loc_loss) / b, "conf": float(conf_loss) / b, "matched": int(targets.sum())}
+    return loss, {"loc": float(loc_loss.detach()) / b, "conf": float(conf_loss.detach()) / b,
+                  "matched": int(targets.sum())}
