@@ -272,7 +272,13 @@ def main(argv: list[str] | None = None) -> int:
             extra[be] = Ensemble(convert_members(ens.members, be, cfg.warp, torch.get_num_threads()),
                                  batch_size=batch, channels_last=False, backend=be)
     if args.compile:
-        extra["compile"] = compiled_ensemble(ens)
+        try:  # inductor needs a working C++ toolchain; its absence is reported, not fatal
+            comp = compiled_ensemble(ens)
+            comp.classify_regions(img, boxes[:batch], cfg.warp)
+            extra["compile"] = comp
+        except Exception as e:  # noqa: BLE001 - any compiler failure
+            log.warning("torch.compile is not usable here: %s", str(e).splitlines()[0] if str(e) else e)
+            res["compile_error"] = str(e)[:500]
     res["classification"] = bench_classification(ens, image, img, boxes, cfg.warp, batch, args.rounds,
                                                   args.per_round, bf16=not args.no_bf16, extra=extra)
     ens.batch_size = batch
