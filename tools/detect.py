@@ -60,8 +60,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--devkit", help="ILSVRC 2014 devkit folder (meta_det.mat for the embedded default; "
                     "det_lists/val.txt for --submission); default $GOOGLENET_RCNN_DEVKIT")
     ap.add_argument("--out", help="folder for pictures with labelled boxes")
-    ap.add_argument("--overlap-workers", type=int, default=1,
-                    help="processes computing the next images' proposals during classification (0 = off)")
+    ap.add_argument("--overlap-workers", type=int, default=0,
+                    help="processes computing the next images' proposals during classification (0 = off, the "
+                    "default: on 2 cores the worker competes with a classifier that already uses both, 0.89x in "
+                    "tools/benchmark.py; worth it when a core is free)")
     ap.add_argument("--json", help="write every detection to this JSON file")
     ap.add_argument("--submission", help="write an ILSVRC submission (needs the devkit's val.txt)")
     ap.add_argument("--score-threshold", type=float, help="override detect.score_threshold")
@@ -110,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes: dict[str, tuple[int, int]] = {}
     failures = 0
     # Several images: Selective Search for the next images runs in a worker process while the current
-    # image's regions are classified here (--overlap-workers 0 turns this off).
+    # image's regions are classified here (--overlap-workers N; off by default, see its help).
     stream = prefetch_proposals(images, cfg.proposals, args.whole_image,
                                 workers=args.overlap_workers if len(images) > 1 else 0)
     for path, image, boxes, err in tqdm(stream, total=len(images), desc="images", unit="img", file=sys.stderr,
