@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 from detector.config import DetectConfig, ModelConfig
 from detector.structures import Dataset
-from detector.training.features import (FeatureCache, check_feature_layer, forward_from_features, restrict_pool,
-                                        restrict_pools)
+from detector.training.features import (FeatureCache, cache_dir_for, check_feature_layer, forward_from_features,
+                                        restrict_pool, restrict_pools)
 from detector.training.model import build_train_model
 from detector.training.sampling import RegionPool, RegionSampler, label_regions
 from detector.training.train import RegionLoader, train
@@ -154,3 +154,11 @@ class _Oracle(torch.nn.Module):
         lab = self.labels[self.pos:self.pos + len(x)]
         self.pos += len(x)
         return F.one_hot(lab, 3).float() * 20
+
+
+def test_cache_dirs_differ_by_key_and_images(data):
+    records, _ = data
+    a = cache_dir_for("c", "voc_pool4", {"w": 1}, records)
+    assert a == cache_dir_for("c", "voc_pool4", {"w": 1}, records)  # stable: runs that differ by seed share it
+    assert a != cache_dir_for("c", "voc_pool4", {"w": 1}, records[:2])  # another data set (same format name)
+    assert a != cache_dir_for("c", "voc_pool4", {"w": 2}, records)  # other weights / pool limits / proposals

@@ -63,6 +63,7 @@ def test_train_tool_run_folder_validation_resume_and_evaluation(voc, tmp_path, b
     assert all(0.0 <= v[1] <= 1.0 for v in summary["validation"])
     assert summary["best_metric"] == max(v[1] for v in summary["validation"])
     assert len(list((tmp_path / "feats").rglob("*.npy"))) == 4 + 2  # training images + validation images
+    assert len([d for d in (tmp_path / "feats").iterdir() if d.is_dir()]) == 2  # one folder each
 
     with pytest.raises(Exception, match="already holds a run"):
         tool.main(args + ["--set", "train.iterations=4"])

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     forward, load, feat_key = None, None, None
     if tc.feature_layer:
         from detector.training.features import FeatureCache, check_feature_layer, forward_from_features
-        from detector.training.features import restrict_pools
+        from detector.training.features import cache_dir_for, restrict_pools
 
         check_feature_layer(net, tc.feature_layer)
         if tc.photometric:
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         sampler = RegionSampler(pools, tc.batch_size, tc.fg_fraction, tc.hflip, tc.seed)
         feat_key = {"weights_sha256": sha, "dataset": dataset.name, "proposals": config_to_dict(cfg.proposals),
                     "max_fg_per_image": tc.max_fg_per_image, "max_bg_per_image": tc.max_bg_per_image}
-        cache_dir = args.feature_cache / f"{dataset.name}_{tc.feature_layer}_{sha[:12] if sha else 'none'}"
+        cache_dir = cache_dir_for(args.feature_cache, f"{dataset.name}_{tc.feature_layer}", feat_key, dataset.records)
         with tqdm(total=sum(len(p.labels) for p in pools) * (2 if tc.hflip else 1), desc="frozen features",
                   unit="reg", dynamic_ncols=True) as fbar:
             feats = FeatureCache.build(dataset.records, pools, net, tc.feature_layer, cfg.warp, BVLC_PREPROCESS,
@@ -148,10 +148,13 @@ def _validator(args, cfg, net, feat_key, classes):
     props = split_proposals(val, cfg.proposals, args.proposal_cache, args.workers)
     layer = cfg.train.feature_layer
     key = {**feat_key, "dataset": "val:" + val.name} if feat_key else None
-    cache = args.feature_cache / f"val_{val.name}_{layer}_{(feat_key or {}).get('weights_sha256') or 'none'}"[:200]
+    cache = None
+    if layer:
+        from detector.training.features import cache_dir_for
+        cache = cache_dir_for(args.feature_cache, f"val_{val.name}_{layer}", key, val.records)
     log.info("validation: %d images, %d proposals", len(val), sum(len(p) for p in props))
     return SplitValidator(val, props, cfg.warp, BVLC_PREPROCESS, cfg.detect, "voc", net if layer else None,
-                          layer, cache_dir=cache if layer else None, key=key)
+                          layer, cache_dir=cache, key=key)
 
 
 if __name__ == "__main__":

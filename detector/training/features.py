@@ -36,7 +36,8 @@ from ..structures import ImageRecord
 from ..warp import PreprocessLike, prepare_image, warp_prepared
 from .sampling import Minibatch, RegionPool
 
-__all__ = ["restrict_pool", "restrict_pools", "check_feature_layer", "FeatureCache", "forward_from_features"]
+__all__ = ["restrict_pool", "restrict_pools", "check_feature_layer", "FeatureCache", "forward_from_features",
+           "cache_dir_for"]
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,14 @@ def _digest(arrays: Sequence[np.ndarray]) -> str:
     for a in arrays:
         h.update(np.ascontiguousarray(a).tobytes())
     return h.hexdigest()[:16]
+
+
+def cache_dir_for(root: str | Path, name: str, key: dict, records: Sequence[ImageRecord]) -> Path:
+    """``root/<name>_<digest>``: one folder per feature key and image list, so that caches of different data
+    sets (or pool limits, weights, ...) live side by side instead of rebuilding each other."""
+    ids = np.frombuffer("\n".join(r.image_id for r in records).encode(), np.uint8)
+    blob = np.frombuffer(json.dumps(key, sort_keys=True, default=str).encode(), np.uint8)
+    return Path(root) / f"{name}_{_digest([blob, ids])[:12]}"
 
 
 class FeatureCache:
