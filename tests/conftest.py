@@ -9,6 +9,16 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def load_tool(name: str):
+    """The module ``tools/<name>.py`` (tools are scripts, not a package), for calling its ``main(argv)``."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def shared_root() -> Path:
     """``$GOOGLENET_RCNN_SHARED`` or ``<repo>/../shared``."""
     return Path(os.environ.get("GOOGLENET_RCNN_SHARED", REPO.parent / "shared"))

@@ -1,20 +1,13 @@
 """compute_proposals.py / proposal_recall.py end to end on a tiny VOC-format set written by the test."""
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from conftest import load_tool
 from detector.datasets.xml_common import write_xml
 
-TOOLS = Path(__file__).resolve().parents[1] / "tools"
-
-
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(name, TOOLS / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+_tool = load_tool
 
 
 def _dataset(root: Path) -> None:

@@ -1,24 +1,16 @@
 """tools/train_classifier.py end to end on a tiny VOC-format set: cached frozen features, validation mAP
 every N steps (best.pt), the run folder's files, refusal to overwrite, --resume to a longer schedule, and
 detect_split.py evaluating the result. Needs the BVLC weights (skips without them)."""
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import load_tool
 from detector.datasets.xml_common import write_xml
 
-TOOLS = Path(__file__).resolve().parents[1] / "tools"
-
-
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(name, TOOLS / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+_tool = load_tool
 
 
 @pytest.fixture()

@@ -72,7 +72,6 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("the training split has no images")
     proposals = split_proposals(dataset, cfg.proposals, args.proposal_cache, args.workers)
     pools = region_pools(dataset, proposals, tc)
-    sampler = RegionSampler(pools, tc.batch_size, tc.fg_fraction, tc.hflip, tc.seed)
     torch.manual_seed(tc.seed)  # the fresh heads are drawn from the seed
     net, sha, arch = build_train_model(len(dataset.classes), cfg.model, tc)
     log.info("weights sha256 %s; architecture %s; classes %s", sha, arch, list(dataset.classes))
@@ -88,7 +87,6 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError("train.photometric changes the frozen layers' input every step: it cannot be "
                             "combined with train.feature_layer")
         pools = restrict_pools(pools, tc.max_fg_per_image, tc.max_bg_per_image)
-        sampler = RegionSampler(pools, tc.batch_size, tc.fg_fraction, tc.hflip, tc.seed)
         feat_key = {"weights_sha256": sha, "dataset": dataset.name, "proposals": config_to_dict(cfg.proposals),
                     "max_fg_per_image": tc.max_fg_per_image, "max_bg_per_image": tc.max_bg_per_image}
         cache_dir = cache_dir_for(args.feature_cache, f"{dataset.name}_{tc.feature_layer}", feat_key, dataset.records)
@@ -100,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         load, forward = feats.load, (lambda m, h: forward_from_features(m, h, tc.feature_layer))
     else:
         load = RegionLoader(dataset.records, cfg.warp, BVLC_PREPROCESS, photometric=tc.photometric).load
+    sampler = RegionSampler(pools, tc.batch_size, tc.fg_fraction, tc.hflip, tc.seed)
     validate = _validator(args, cfg, net, feat_key, dataset.classes)
 
     bar = tqdm(total=tc.iterations, desc="train", unit="it", dynamic_ncols=True)
