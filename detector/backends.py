@@ -3,8 +3,9 @@
 * ``onnx``: the whole region classifier (GoogLeNet + its K+1 softmax or embedded ImageNet->DET head)
   exported to ONNX and run by ONNX Runtime in fp32. The export is checked: its probabilities must match
   torch's on real inputs (max abs difference <= ``EXPORT_ATOL``) or the export is refused.
-* ``onnx_int8``: the same graph statically quantised to int8 (QDQ format, per-channel weights) by ONNX
-  Runtime, calibrated on real warped regions (activations' min/max over the calibration set).
+* ``onnx_int8``: the same graph statically quantised to int8 (QDQ format, per-channel weights, the whole trunk;
+  the head stays fp32) by ONNX Runtime, calibrated on real warped regions (activations' min/max over the
+  calibration set).
 
 Both are optional (``pip install .[onnx]``); without onnxruntime a clear error says how to install it.
 Exported models are cached in ``cache_dir`` keyed by the member's weights digest, so a second run starts at
@@ -16,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -30,6 +32,9 @@ __all__ = ["OrtMember", "export_onnx", "quantize_int8", "onnx_members", "state_d
 log = logging.getLogger(__name__)
 
 EXPORT_ATOL = 1e-4
+# Part of the cache keys: bump when the export or the int8 recipe changes, so stale graphs are rebuilt.
+EXPORT_VERSION = 2  # 2: LRN bands as constants
+INT8_RECIPE = "qdq-perchannel-u8s8-trunk"  # the whole trunk quantised, head fp32
 
 
 def _require_ort():
@@ -72,6 +77,10 @@ class OrtMember:
         if threads > 0:
             so.intra_op_num_threads = threads
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # No busy-waiting between batches: the pipeline warps, runs NMS and Selective Search workers
+        # between ORT calls, and spinning threads took those cores (folder of 4 photos, int8: 6.9 vs
+        # 7.2 s/image; the same regions/s within noise for back-to-back batches).
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.classes, self.class_names = like.classes, like.class_names
@@ -103,7 +112,9 @@ def export_onnx(member, path: Path, size: int = 224, check_inputs: torch.Tensor 
     member = member.eval()
     dummy = torch.zeros(2, 3, size, size)
     tmp = path.with_suffix(".tmp.onnx")
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # static shapes/checks, known constants
+        member(dummy)  # fills ChannelLRN's band cache: the bands become constants, not a traced arange
         torch.onnx.export(member, dummy, str(tmp), input_names=["regions"], output_names=["probs"],
                           dynamic_axes={"regions": {0: "n"}, "probs": {0: "n"}}, opset_version=17,
                           dynamo=False)
@@ -144,15 +155,32 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: Iterable[np.ndar
     pre = out_path.with_suffix(".pre.onnx")
     quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
     tmp = out_path.with_suffix(".tmp.onnx")
-    # Only the convolutions (>99% of the multiply-adds) are quantised; the final linear layer, the softmax
-    # and the embedded ImageNet->DET mapping stay fp32 so the probabilities keep their resolution.
+    # The trunk is quantised whole (convolutions, ReLU, max/avg pooling, concatenations, LRN's squares and
+    # band sums), so activations stay uint8 from one inception block to the next: 1.3x faster than
+    # quantising the convolutions alone (whose every output went back to fp32 for pooling and concat), and
+    # closer to fp32 (benchmark: 95% vs 92% top-1 agreement on real regions). The head -- final linear
+    # layer, softmax and the embedded ImageNet->DET mapping -- stays fp32 so probabilities keep their
+    # resolution; so do the LRN's rsqrt steps, which ONNX Runtime cannot quantise.
     quantize_static(str(pre), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    op_types_to_quantize=["Conv"])
+                    nodes_to_exclude=_head_nodes(pre))
     pre.unlink(missing_ok=True)
     os.replace(tmp, out_path)
     log.info("int8 model %s calibrated on %d regions", out_path, sum(len(b) for b in batches))
     return out_path
+
+
+def _head_nodes(onnx_path: Path) -> list[str]:
+    """Names of the nodes int8 quantisation must leave in fp32: everything after the trunk's global pooling
+    (flatten, dropout, the final linear layer, softmax, the embedded head's matrix products)."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    names = [n.name for n in graph.node]
+    pools = [i for i, n in enumerate(graph.node) if n.op_type in ("GlobalAveragePool", "AveragePool")]
+    if not pools:
+        raise ValueError(f"{onnx_path}: no global pooling found; cannot tell the trunk from the head")
+    return names[pools[-1] + 1:]
 
 
 def onnx_members(members: Sequence, backend: str, cache_dir: Path, threads: int = 0,
@@ -166,7 +194,7 @@ def onnx_members(members: Sequence, backend: str, cache_dir: Path, threads: int 
         digest = state_digest(m)[:16]
         fp32 = cache_dir / f"{digest}_fp32.onnx"
         key_file = cache_dir / f"{digest}.json"
-        key = {"digest": digest, "source": m.source, "size": size}
+        key = {"digest": digest, "source": m.source, "size": size, "export": EXPORT_VERSION}
         stale = not key_file.is_file() or json.loads(key_file.read_text()) != key
         if stale or not fp32.is_file():
             export_onnx(m, fp32, size)
@@ -176,7 +204,9 @@ def onnx_members(members: Sequence, backend: str, cache_dir: Path, threads: int 
             if not calibration:
                 raise UserError("onnx_int8 needs calibration regions (real warped regions)")
             # the quantised graph depends on the calibration regions too: they are part of its name
-            cal = hashlib.sha256(b"".join(np.ascontiguousarray(b, np.float32).tobytes() for b in calibration))
+            cal = hashlib.sha256(INT8_RECIPE.encode())
+            for b in calibration:
+                cal.update(np.ascontiguousarray(b, np.float32).tobytes())
             path = cache_dir / f"{digest}_int8_{cal.hexdigest()[:12]}.onnx"
             if stale or not path.is_file():
                 quantize_int8(fp32, path, calibration)

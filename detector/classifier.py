@@ -66,7 +66,8 @@ class ChannelLRN(nn.Module):
         return w
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = F.conv2d(x * x, self._weight(x.shape[1]).to(x.dtype)).add_(self.lrn.k)
+        # int(): the channel count is static; under ONNX tracing this keeps the band a constant
+        s = F.conv2d(x * x, self._weight(int(x.shape[1])).to(x.dtype)).add_(self.lrn.k)
         if self.lrn.beta == 0.75:
             return x * torch.rsqrt(s) * torch.rsqrt(torch.sqrt(s))
         return x * s.pow(-self.lrn.beta)

@@ -9,7 +9,7 @@ import torch
 pytest.importorskip("onnxruntime")
 
 from detector.backends import OrtMember, export_onnx, onnx_members, quantize_int8  # noqa: E402
-from detector.classifier import RegionClassifier  # noqa: E402
+from detector.classifier import RegionClassifier, fast_lrn  # noqa: E402
 from detector.googlenet import GoogLeNet  # noqa: E402
 from detector.weights import BVLC_PREPROCESS  # noqa: E402
 
@@ -39,6 +39,35 @@ def test_onnx_fp32_matches_torch_and_int8_stays_close(tmp_path):
     qp = OrtMember(q, m)(x).numpy()
     np.testing.assert_allclose(qp.sum(1), 1.0, atol=1e-4)  # still a softmax over K + 1
     assert np.abs(qp - ref).max() < 0.15  # int8: approximate by construction
+
+
+def test_int8_quantises_the_trunk_and_keeps_the_head_fp32(tmp_path):
+    import onnx
+
+    m = fast_lrn(_member())  # as inside an Ensemble: the LRN as a band convolution
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(4, 3, 64, 64, generator=g) * 255 - 120
+    fp32 = export_onnx(m, tmp_path / "m.onnx", size=64, check_inputs=x)
+    ops = [n.op_type for n in onnx.load(str(fp32)).graph.node]
+    assert "Range" not in ops and ops.count("Conv") == 57 + 2  # GoogLeNet's 57 convs + one band per LRN
+    q = onnx.load(str(quantize_int8(fp32, tmp_path / "q.onnx", [x.numpy()])))
+    producer = {o: n for n in q.graph.node for o in n.output}
+    inits = {i.name: i for i in q.graph.initializer}
+
+    def quantised(node):  # every input that is not a constant comes through a DequantizeLinear
+        ins = [producer.get(i) for i in node.input if i not in inits and i in producer]
+        return bool(ins) and all(p.op_type == "DequantizeLinear" for p in ins)
+
+    by_type = {}
+    for n in q.graph.node:
+        by_type.setdefault(n.op_type, []).append(n)
+    for op in ("Conv", "Concat"):
+        assert all(quantised(n) for n in by_type[op]), op
+    # every max pooling except pool2, which follows the LRN's fp32 rsqrt steps
+    assert [n.name for n in by_type["MaxPool"] if not quantised(n)] == ["/net/pool2/MaxPool"]
+    [gemm] = by_type["Gemm"]
+    assert not quantised(gemm) and inits[gemm.input[1]].data_type == onnx.TensorProto.FLOAT
+    assert not quantised(by_type["Softmax"][0])
 
 
 def test_export_is_cached_by_weights(tmp_path):
