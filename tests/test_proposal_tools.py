@@ -51,3 +51,17 @@ def test_recall_tool_compare_keys_figures_by_method(tmp_path, capsys):
     figures = json.loads((tmp_path / "c.json").read_text())
     assert list(figures) == ["ss"] and figures["ss"]["recall"] == 1.0
     assert len(list((tmp_path / "cache" / "ss").glob("im*.npz"))) == 2  # one cache folder per method
+
+
+def test_recall_plot_title_names_the_data_not_the_format(tmp_path, monkeypatch):
+    _dataset(tmp_path / "BCCD")
+    tool = _tool("proposal_recall")
+    titles = []
+    monkeypatch.setattr(tool, "plot_recall_curves", lambda reports, path, title: titles.append(title))
+    common = ["--dataset", "voc", "--root", str(tmp_path / "BCCD"), "--split-file", str(tmp_path / "val.txt"),
+              "--set", "proposals.selective_search.resize_width=160", "--workers", "1",
+              "--cache", str(tmp_path / "cache"), "--plot", str(tmp_path / "p.png")]
+    (tmp_path / "val.txt").write_text("im0\nim1\n")
+    assert tool.main(common) == 0
+    assert tool.main(common + ["--title", "my cells"]) == 0
+    assert titles == ["BCCD val: 2 images", "my cells"]

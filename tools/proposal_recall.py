@@ -28,6 +28,14 @@ from proposals.cache import (add_proposer_arguments, cached_seconds, compute_pro
 log = logging.getLogger("proposal_recall")
 
 
+def default_title(args: argparse.Namespace, ds) -> str:
+    """'<data set folder> <split>: N images' -- the folder names the data, not the annotation format."""
+    where = args.root or args.images_dir or args.annotations
+    name = Path(where).name if where else ds.name
+    split = args.split_file.stem if args.split_file else (args.split if args.root else "")
+    return f"{name} {split}".strip() + f": {len(ds)} images"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_proposer_arguments(ap)
@@ -39,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="write every figure and the recall curve here")
     ap.add_argument("--plot", type=Path, help="PNG of recall vs number of proposals kept")
     ap.add_argument("--label", default=None, help="legend label of the curve (default: the config name)")
+    ap.add_argument("--title", default=None,
+                    help="plot title (default: the data set's folder, split and image count, e.g. 'BCCD test: 72 images')")
     ap.add_argument("--compare", metavar="M1,M2,...",
                     help="several proposal methods (e.g. ss,multibox,ss+multibox), one figure each and all "
                     "curves in one --plot; caches in --cache/<method>")
@@ -71,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot:
         args.plot.parent.mkdir(parents=True, exist_ok=True)
         plot_recall_curves({k: r for k, (_, r) in reports.items()}, str(args.plot),
-                           title=f"{ds.name}: {len(ds)} images")
+                           title=args.title or default_title(args, ds))
     thr = "ilsvrc" if args.ilsvrc_small else f"{args.iou:g}"
     for label, (_, rep) in reports.items():
         if args.compare:
