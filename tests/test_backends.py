@@ -68,6 +68,8 @@ def test_int8_quantises_the_trunk_and_keeps_the_head_fp32(tmp_path):
     [gemm] = by_type["Gemm"]
     assert not quantised(gemm) and inits[gemm.input[1]].data_type == onnx.TensorProto.FLOAT
     assert not quantised(by_type["Softmax"][0])
+    [gap] = by_type["GlobalAveragePool"]  # reads the uint8 trunk, but its 1024-d average stays fp32
+    assert not [n for n in q.graph.node if gap.output[0] in n.input and n.op_type == "QuantizeLinear"]
 
 
 def test_export_is_cached_by_weights(tmp_path):
