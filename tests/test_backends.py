@@ -9,7 +9,7 @@ import torch
 pytest.importorskip("onnxruntime")
 
 from detector.backends import OrtMember, export_onnx, onnx_members, quantize_int8  # noqa: E402
-from detector.classifier import RegionClassifier, fast_lrn  # noqa: E402
+from detector.classifier import ChannelLRN, RegionClassifier  # noqa: E402
 from detector.googlenet import GoogLeNet  # noqa: E402
 from detector.weights import BVLC_PREPROCESS  # noqa: E402
 
@@ -44,10 +44,11 @@ def test_onnx_fp32_matches_torch_and_int8_stays_close(tmp_path):
 def test_int8_quantises_the_trunk_and_keeps_the_head_fp32(tmp_path):
     import onnx
 
-    m = fast_lrn(_member())  # as inside an Ensemble: the LRN as a band convolution
+    m = _member()  # torch's LRN: the export itself must switch to ChannelLRN (a band convolution)
     g = torch.Generator().manual_seed(3)
     x = torch.rand(4, 3, 64, 64, generator=g) * 255 - 120
     fp32 = export_onnx(m, tmp_path / "m.onnx", size=64, check_inputs=x)
+    assert not any(isinstance(c, ChannelLRN) for c in m.modules())  # the caller's member is left as it was
     ops = [n.op_type for n in onnx.load(str(fp32)).graph.node]
     assert "Range" not in ops and ops.count("Conv") == 57 + 2  # GoogLeNet's 57 convs + one band per LRN
     q = onnx.load(str(quantize_int8(fp32, tmp_path / "q.onnx", [x.numpy()])))
