@@ -34,7 +34,10 @@ log = logging.getLogger(__name__)
 EXPORT_ATOL = 1e-4
 # Part of the cache keys: bump when the export or the int8 recipe changes, so stale graphs are rebuilt.
 EXPORT_VERSION = 3  # 2: LRN bands as constants; 3: every export uses ChannelLRN (not torch's LRN ops)
-INT8_RECIPE = "qdq-perchannel-u8s8-trunk-gapfp32"  # the trunk quantised; its global pool and head fp32
+# The int8 recipe (QDQ, per-channel int8 weights, uint8 activations; the trunk quantised, its global pool and
+# the head fp32). ``lrn_sums``: "fp32" keeps the LRN's squares and window sums in fp32 (x^2 needs more than
+# 8 bits), "int8" quantises them too (faster, less exact); ``calibration``: "minmax" or "percentile".
+INT8_RECIPE = {"lrn_sums": "int8", "calibration": "percentile", "percentile": 99.999}
 
 
 def _require_ort():
@@ -158,6 +161,15 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: Iterable[np.ndar
         def get_next(self):
             return next(self.it, None)
 
+    from onnxruntime.quantization import CalibrationMethod
+
+    recipe = INT8_RECIPE
+    calib = {}
+    if recipe["calibration"] == "percentile":
+        calib = {"calibrate_method": CalibrationMethod.Percentile,
+                 "extra_options": {"CalibPercentile": float(recipe["percentile"])}}
+    elif recipe["calibration"] != "minmax":
+        raise ValueError(f"unknown int8 calibration {recipe['calibration']!r}")
     pre = out_path.with_suffix(".pre.onnx")
     quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
     tmp = out_path.with_suffix(".tmp.onnx")
@@ -170,7 +182,8 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: Iterable[np.ndar
     # steps, which ONNX Runtime cannot quantise.
     quantize_static(str(pre), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    nodes_to_exclude=_head_nodes(pre))
+                    nodes_to_exclude=_head_nodes(pre) + (_lrn_sum_nodes(pre) if recipe["lrn_sums"] == "fp32" else []),
+                    **calib)
     pre.unlink(missing_ok=True)
     os.replace(tmp, out_path)
     log.info("int8 model %s calibrated on %d regions", out_path, sum(len(b) for b in batches))
@@ -189,6 +202,26 @@ def _head_nodes(onnx_path: Path) -> list[str]:
     if not pools:
         raise ValueError(f"{onnx_path}: no global pooling found; cannot tell the trunk from the head")
     return names[pools[-1]:]
+
+
+def _lrn_sum_nodes(onnx_path: Path) -> list[str]:
+    """ChannelLRN's square (a Mul of a tensor by itself), the band convolution summing it over channels and
+    the ``+ k`` after it: the nodes ``lrn_sums="fp32"`` keeps out of int8."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    users: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            users.setdefault(i, []).append(n)
+    out = []
+    for n in graph.node:
+        if n.op_type == "Mul" and len(n.input) == 2 and n.input[0] == n.input[1]:
+            out.append(n.name)
+            for conv in (u for u in users.get(n.output[0], []) if u.op_type == "Conv"):
+                out.append(conv.name)
+                out += [u.name for u in users.get(conv.output[0], []) if u.op_type == "Add"]
+    return out
 
 
 def onnx_members(members: Sequence, backend: str, cache_dir: Path, threads: int = 0,
@@ -212,7 +245,7 @@ def onnx_members(members: Sequence, backend: str, cache_dir: Path, threads: int 
             if not calibration:
                 raise UserError("onnx_int8 needs calibration regions (real warped regions)")
             # the quantised graph depends on the calibration regions too: they are part of its name
-            cal = hashlib.sha256(INT8_RECIPE.encode())
+            cal = hashlib.sha256(json.dumps(INT8_RECIPE, sort_keys=True).encode())
             for b in calibration:
                 cal.update(np.ascontiguousarray(b, np.float32).tobytes())
             path = cache_dir / f"{digest}_int8_{cal.hexdigest()[:12]}.onnx"

@@ -41,9 +41,12 @@ def test_onnx_fp32_matches_torch_and_int8_stays_close(tmp_path):
     assert np.abs(qp - ref).max() < 0.15  # int8: approximate by construction
 
 
-def test_int8_quantises_the_trunk_and_keeps_the_head_fp32(tmp_path):
+@pytest.mark.parametrize("lrn_sums", ["int8", "fp32"])
+def test_int8_quantises_the_trunk_and_keeps_the_head_fp32(tmp_path, monkeypatch, lrn_sums):
     import onnx
 
+    import detector.backends as b
+    monkeypatch.setitem(b.INT8_RECIPE, "lrn_sums", lrn_sums)
     m = _member()  # torch's LRN: the export itself must switch to ChannelLRN (a band convolution)
     g = torch.Generator().manual_seed(3)
     x = torch.rand(4, 3, 64, 64, generator=g) * 255 - 120
@@ -62,8 +65,11 @@ def test_int8_quantises_the_trunk_and_keeps_the_head_fp32(tmp_path):
     by_type = {}
     for n in q.graph.node:
         by_type.setdefault(n.op_type, []).append(n)
-    for op in ("Conv", "Concat"):
-        assert all(quantised(n) for n in by_type[op]), op
+    assert all(quantised(n) for n in by_type["Concat"])
+    # the LRNs' band convolutions (summing x^2 over channels) are int8 or fp32 as the recipe says
+    bands = [n.name for n in by_type["Conv"] if "norm" in n.name]
+    assert len(bands) == 2 and all(quantised(n) == (lrn_sums == "int8") for n in by_type["Conv"] if n.name in bands)
+    assert all(quantised(n) for n in by_type["Conv"] if n.name not in bands)
     # every max pooling except pool2, which follows the LRN's fp32 rsqrt steps
     assert [n.name for n in by_type["MaxPool"] if not quantised(n)] == ["/net/pool2/MaxPool"]
     [gemm] = by_type["Gemm"]
