@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 
 EXPORT_ATOL = 1e-4
 # Part of the cache keys: bump when the export or the int8 recipe changes, so stale graphs are rebuilt.
-EXPORT_VERSION = 3  # 2: LRN bands as constants; 3: every export uses ChannelLRN (not torch's LRN ops)
+# 2: LRN bands as constants; 3: every export uses ChannelLRN (not torch's LRN ops); 4: ChannelLRN's NHWC form
+EXPORT_VERSION = 4
 # The int8 recipe (QDQ, per-channel int8 weights, uint8 activations; the trunk quantised, its global pool and
 # the head fp32). ``lrn_sums``: "fp32" (the default) keeps the LRNs' squares and channel-window sums in fp32
 # (x^2 needs more than 8 bits), "int8" quantises them too (1.7x faster at 224x224, but less exact);
@@ -119,9 +120,10 @@ def export_onnx(member, path: Path, size: int = 224, check_inputs: torch.Tensor 
 
     _require_ort()
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Always the ChannelLRN form (same numbers as torch's LRN, checked below): torch's own LRN exports as
-    # pad + 3-D average pooling + Pow, slow in ONNX Runtime (BCCD test split, int8: 211.7 vs 345.0 regions/s).
-    member = fast_lrn(copy.deepcopy(member).eval())
+    # Always ChannelLRN in its NHWC form (same numbers as torch's LRN, checked below): torch's own LRN exports
+    # as pad + 3-D average pooling + Pow, slow in ONNX Runtime (BCCD test split, int8: 211.7 vs 345.0
+    # regions/s); the NHWC form keeps ORT's int8 graph channels-last through the LRNs (ChannelLRN's docstring).
+    member = fast_lrn(copy.deepcopy(member).eval(), nhwc=True)
     dummy = torch.zeros(2, 3, size, size)
     tmp = path.with_suffix(".tmp.onnx")
     with torch.no_grad(), warnings.catch_warnings():
@@ -208,22 +210,38 @@ def _head_nodes(onnx_path: Path) -> list[str]:
 
 
 def _lrn_sum_nodes(onnx_path: Path) -> list[str]:
-    """ChannelLRN's square (a Mul of a tensor by itself), the band convolution summing it over channels and
-    the ``+ k`` after it: the nodes ``lrn_sums="fp32"`` keeps out of int8."""
+    """ChannelLRN's square (``Pow(x, 2)`` or ``Mul(x, x)``), the band product summing it over channels (a
+    MatMul in the NHWC form, a Conv in the other) and the ``+ k`` after it, looking through any Transpose
+    the optimiser moved between them: the nodes ``lrn_sums="fp32"`` keeps out of int8."""
     import onnx
+    from onnx import numpy_helper
 
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    consts = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    consts.update({n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in graph.node
+                   if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"})
+
+    def square(n) -> bool:
+        if n.op_type == "Mul":
+            return len(n.input) == 2 and n.input[0] == n.input[1]
+        return n.op_type == "Pow" and n.input[1] in consts and consts[n.input[1]].size == 1 \
+            and float(consts[n.input[1]]) == 2.0
     users: dict[str, list] = {}
     for n in graph.node:
         for i in n.input:
             users.setdefault(i, []).append(n)
+    def after(node, types):  # the users of node's output of the given types, looking through Transposes
+        found = []
+        for u in users.get(node.output[0], []):
+            found += after(u, types) if u.op_type == "Transpose" else [u] if u.op_type in types else []
+        return found
+
     out = []
     for n in graph.node:
-        if n.op_type == "Mul" and len(n.input) == 2 and n.input[0] == n.input[1]:
+        if square(n):
             out.append(n.name)
-            for conv in (u for u in users.get(n.output[0], []) if u.op_type == "Conv"):
-                out.append(conv.name)
-                out += [u.name for u in users.get(conv.output[0], []) if u.op_type == "Add"]
+            for band in after(n, ("Conv", "MatMul")):
+                out += [band.name] + [a.name for a in after(band, ("Add",))]
     return out
 
 

@@ -47,13 +47,14 @@ def test_int8_quantises_the_trunk_and_keeps_the_head_fp32(tmp_path, monkeypatch,
 
     import detector.backends as b
     monkeypatch.setitem(b.INT8_RECIPE, "lrn_sums", lrn_sums)
-    m = _member()  # torch's LRN: the export itself must switch to ChannelLRN (a band convolution)
+    m = _member()  # torch's LRN: the export itself must switch to ChannelLRN (NHWC: a band matrix product)
     g = torch.Generator().manual_seed(3)
     x = torch.rand(4, 3, 64, 64, generator=g) * 255 - 120
     fp32 = export_onnx(m, tmp_path / "m.onnx", size=64, check_inputs=x)
     assert not any(isinstance(c, ChannelLRN) for c in m.modules())  # the caller's member is left as it was
     ops = [n.op_type for n in onnx.load(str(fp32)).graph.node]
-    assert "Range" not in ops and ops.count("Conv") == 57 + 2  # GoogLeNet's 57 convs + one band per LRN
+    assert "Range" not in ops and ops.count("Conv") == 57  # GoogLeNet's 57 convolutions
+    assert ops.count("MatMul") == 2 and ops.count("Pow") == 2  # one band product of x^2 per LRN
     q = onnx.load(str(quantize_int8(fp32, tmp_path / "q.onnx", [x.numpy()])))
     producer = {o: n for n in q.graph.node for o in n.output}
     inits = {i.name: i for i in q.graph.initializer}
@@ -66,12 +67,18 @@ def test_int8_quantises_the_trunk_and_keeps_the_head_fp32(tmp_path, monkeypatch,
     for n in q.graph.node:
         by_type.setdefault(n.op_type, []).append(n)
     assert all(quantised(n) for n in by_type["Concat"])
-    # the LRNs' band convolutions (summing x^2 over channels) are int8 or fp32 as the recipe says
-    bands = [n.name for n in by_type["Conv"] if "norm" in n.name]
-    assert len(bands) == 2 and all(quantised(n) == (lrn_sums == "int8") for n in by_type["Conv"] if n.name in bands)
-    assert all(quantised(n) for n in by_type["Conv"] if n.name not in bands)
-    # every max pooling except pool2, which follows the LRN's fp32 rsqrt steps
-    assert [n.name for n in by_type["MaxPool"] if not quantised(n)] == ["/net/pool2/MaxPool"]
+    # the LRNs' band products (summing x^2 over channels) are int8 or fp32 as the recipe says
+    bands = [n for n in by_type["MatMul"] if "norm" in n.name]
+    assert len(bands) == 2 and all(quantised(n) == (lrn_sums == "int8") for n in bands)
+    assert all(quantised(n) for n in by_type["Conv"])
+    # as ONNX Runtime runs it, every max pooling is uint8 and channels-last, pool2 and inception_3a's pool
+    # after the LRN's fp32 steps too (with ChannelLRN's NCHW form those two ran in ORT's slow NCHW pooling)
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "optimised.onnx")
+    ort.InferenceSession(str(tmp_path / "q.onnx"), so, providers=["CPUExecutionProvider"])
+    pools = [n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node if "MaxPool" in n.op_type]
+    assert pools == ["NhwcMaxPool"] * 13
     [gemm] = by_type["Gemm"]
     assert not quantised(gemm) and inits[gemm.input[1]].data_type == onnx.TensorProto.FLOAT
     assert not quantised(by_type["Softmax"][0])

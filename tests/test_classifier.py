@@ -163,13 +163,16 @@ def test_channel_lrn_equals_torch_lrn(channels_last):
         x = x.contiguous(memory_format=torch.channels_last)
     for beta in (0.75, 0.5):
         lrn = nn.LocalResponseNorm(5, alpha=1e-4, beta=beta, k=1.0)
-        torch.testing.assert_close(ChannelLRN(lrn)(x), lrn(x), rtol=1e-5, atol=1e-5)
+        for nhwc in (False, True):  # the eager form and the ONNX export's
+            torch.testing.assert_close(ChannelLRN(lrn, nhwc)(x), lrn(x), rtol=1e-5, atol=1e-5)
     seq = nn.Sequential(nn.Conv2d(12, 12, 1), nn.Sequential(nn.LocalResponseNorm(5, 1e-4, 0.75, 1.0)))
     fast_lrn(seq)
     assert isinstance(seq[1][0], ChannelLRN)
     fast_lrn(seq)  # idempotent (an Ensemble built twice over the same members): no ChannelLRN inside one
     assert isinstance(seq[1][0].lrn, nn.LocalResponseNorm)
     torch.testing.assert_close(seq[1](x[:, :12]), nn.LocalResponseNorm(5, 1e-4, 0.75, 1.0)(x), rtol=1e-5, atol=1e-5)
+    fast_lrn(seq, nhwc=True)  # an existing ChannelLRN is switched to the form asked for
+    assert seq[1][0].nhwc and isinstance(seq[1][0].lrn, nn.LocalResponseNorm)
     plain_lrn(seq)
     assert isinstance(seq[1][0], nn.LocalResponseNorm)
 
