@@ -26,7 +26,7 @@ import torch
 
 from .cli import UserError
 
-__all__ = ["OrtMember", "export_onnx", "quantize_int8", "onnx_members", "state_digest", "bf16_supported",
+__all__ = ["OrtMember", "export_onnx", "quantize_int8", "onnx_members", "state_digest", "bf16_supported", "int8_recipe",
            "EXPORT_ATOL"]
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,21 @@ EXPORT_VERSION = 4
 # ``calibration``: "minmax" (default) or "percentile" (each activation's ``percentile``; ORT keeps every
 # calibration activation in memory for it: ~16 GiB for 256 regions at 224x224). Measured choices are in
 # quantize_int8 and the README "Speed" section.
+# Users choose with the config keys model.int8_lrn_sums and model.int8_calibration (:func:`int8_recipe`).
 INT8_RECIPE = {"lrn_sums": "fp32", "calibration": "minmax", "percentile": 99.999}
+_RECIPE_CHOICES = {"lrn_sums": ("fp32", "int8"), "calibration": ("minmax", "percentile")}
+
+
+def int8_recipe(lrn_sums: str | None = None, calibration: str | None = None) -> dict:
+    """:data:`INT8_RECIPE` with the given choices (None keeps the default); a clear error for others."""
+    recipe = dict(INT8_RECIPE)
+    for key, value in (("lrn_sums", lrn_sums), ("calibration", calibration)):
+        if value is None:
+            continue
+        if value not in _RECIPE_CHOICES[key]:
+            raise UserError(f"int8 {key} must be one of {list(_RECIPE_CHOICES[key])}, not {value!r}")
+        recipe[key] = value
+    return recipe
 
 
 def _require_ort():
@@ -147,9 +161,10 @@ def export_onnx(member, path: Path, size: int = 224, check_inputs: torch.Tensor 
     return path
 
 
-def quantize_int8(fp32_path: Path, out_path: Path, calibration: Iterable[np.ndarray]) -> Path:
-    """Static int8 quantisation (:data:`INT8_RECIPE`: QDQ, per-channel weights) of ``fp32_path``,
-    calibrated on ``calibration``: batches of preprocessed warped regions ``[n, 3, S, S]`` float32."""
+def quantize_int8(fp32_path: Path, out_path: Path, calibration: Iterable[np.ndarray],
+                  recipe: dict | None = None) -> Path:
+    """Static int8 quantisation (``recipe``, default :data:`INT8_RECIPE`: QDQ, per-channel weights) of
+    ``fp32_path``, calibrated on ``calibration``: batches of preprocessed warped regions ``[n, 3, S, S]``."""
     _require_ort()
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
                                           quantize_static)
@@ -168,7 +183,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: Iterable[np.ndar
 
     from onnxruntime.quantization import CalibrationMethod
 
-    recipe = INT8_RECIPE
+    recipe = recipe or INT8_RECIPE
     calib = {}
     if recipe["calibration"] == "percentile":
         calib = {"calibrate_method": CalibrationMethod.Percentile,
@@ -246,11 +261,14 @@ def _lrn_sum_nodes(onnx_path: Path) -> list[str]:
 
 
 def onnx_members(members: Sequence, backend: str, cache_dir: Path, threads: int = 0,
-                 calibration: Sequence[np.ndarray] | None = None, size: int = 224) -> list[OrtMember]:
+                 calibration: Sequence[np.ndarray] | None = None, size: int = 224,
+                 recipe: dict | None = None) -> list[OrtMember]:
     """ONNX Runtime stand-ins for torch ``members`` (``backend`` "onnx" or "onnx_int8"), exported and
-    quantised on first use into ``cache_dir`` (keyed by each member's weights digest)."""
+    quantised on first use (with ``recipe``, default :data:`INT8_RECIPE`) into ``cache_dir`` (keyed by each
+    member's weights digest, and for int8 by the recipe and the calibration regions)."""
     if backend not in ("onnx", "onnx_int8"):
         raise ValueError(f"not an onnx backend: {backend}")
+    recipe = recipe or INT8_RECIPE
     out = []
     for m in members:
         digest = state_digest(m)[:16]
@@ -266,12 +284,12 @@ def onnx_members(members: Sequence, backend: str, cache_dir: Path, threads: int 
             if not calibration:
                 raise UserError("onnx_int8 needs calibration regions (real warped regions)")
             # the quantised graph depends on the calibration regions too: they are part of its name
-            cal = hashlib.sha256(json.dumps(INT8_RECIPE, sort_keys=True).encode())
+            cal = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode())
             for b in calibration:
                 cal.update(np.ascontiguousarray(b, np.float32).tobytes())
             path = cache_dir / f"{digest}_int8_{cal.hexdigest()[:12]}.onnx"
             if stale or not path.is_file():
-                quantize_int8(fp32, path, calibration)
+                quantize_int8(fp32, path, calibration, recipe)
         out.append(OrtMember(path, m, threads, backend))
     return out
 
@@ -308,11 +326,13 @@ def calibration_regions(pre, warp_cfg, images: Sequence[np.ndarray] | None = Non
 
 
 def convert_members(members: Sequence, backend: str, warp_cfg, threads: int = 0,
-                    cache_dir: Path | None = None) -> list:
-    """``members`` for ``backend``: unchanged for torch backends, ONNX Runtime sessions for onnx/onnx_int8."""
+                    cache_dir: Path | None = None, recipe: dict | None = None) -> list:
+    """``members`` for ``backend``: unchanged for torch backends, ONNX Runtime sessions for onnx/onnx_int8
+    (int8 with ``recipe``, default :data:`INT8_RECIPE`)."""
     if backend not in ("onnx", "onnx_int8"):
         return list(members)
     from .config import WarpConfig
     warp_cfg = warp_cfg or WarpConfig()
     calib = calibration_regions(members[0].preprocess, warp_cfg) if backend == "onnx_int8" else None
-    return onnx_members(members, backend, cache_dir or default_cache_dir(), threads, calib, warp_cfg.size)
+    return onnx_members(members, backend, cache_dir or default_cache_dir(), threads, calib, warp_cfg.size,
+                        recipe)

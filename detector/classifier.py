@@ -357,8 +357,9 @@ def build_classifier(cfg: ModelConfig, warp_cfg: WarpConfig | None = None,
     members = ([load_checkpoint_member(c, warp_cfg) for c in cfg.checkpoints] if cfg.checkpoints
                else [embedded_member(cfg, meta_det)])
     if cfg.backend.startswith("onnx"):
-        from .backends import convert_members
-        members = convert_members(members, cfg.backend, warp_cfg, cfg.threads)
+        from .backends import convert_members, int8_recipe
+        members = convert_members(members, cfg.backend, warp_cfg, cfg.threads,
+                                  recipe=int8_recipe(cfg.int8_lrn_sums, cfg.int8_calibration))
     ens = Ensemble(members, batch_size=cfg.batch_size, channels_last=cfg.channels_last, backend=cfg.backend)
     log.info("region classifier: %d member(s), %d classes, batch %d, %d thread(s), channels_last=%s, %s",
              len(members), ens.num_classes, cfg.batch_size, torch.get_num_threads(), cfg.channels_last,

@@ -84,6 +84,10 @@ class ModelConfig:
     threads: int = 0  # 0 = torch's default
     channels_last: bool = True
     backend: str = "eager"  # eager | bf16 | onnx | onnx_int8 | compile
+    # onnx_int8 only (detector/backends.py INT8_RECIPE; README "Speed" has the measured speed and mAP):
+    # the LRNs' squares and window sums in fp32 (accurate, the default) or int8 (faster, lost up to 1 mAP point)
+    int8_lrn_sums: str = "fp32"
+    int8_calibration: str = "minmax"  # minmax | percentile (99.999th; ~16 GiB while calibrating at 224x224)
 
 
 @dataclass

@@ -121,6 +121,23 @@ def test_int8_cache_is_keyed_by_calibration(tmp_path):
         onnx_members([m], "onnx_int8", tmp_path, calibration=None, size=32)
 
 
+def test_int8_recipe_from_config(tmp_path):
+    import detector.backends as b
+    from detector.backends import int8_recipe
+    from detector.cli import UserError
+    from detector.config import load_config
+
+    cfg = load_config(None, ["model.int8_lrn_sums=int8"]).model
+    assert int8_recipe(cfg.int8_lrn_sums, cfg.int8_calibration) == {**b.INT8_RECIPE, "lrn_sums": "int8"}
+    with pytest.raises(UserError, match="calibration must be one of"):
+        int8_recipe(calibration="entropy")
+    m = _member(tiny=True)
+    a = [(torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(2)) * 255 - 120).numpy()]
+    onnx_members([m], "onnx_int8", tmp_path, calibration=a, size=32)
+    onnx_members([m], "onnx_int8", tmp_path, calibration=a, size=32, recipe=int8_recipe(lrn_sums="int8"))
+    assert len(list(tmp_path.glob("*_int8_*.onnx"))) == 2  # another recipe, another graph (not the cached one)
+
+
 def test_split_classification_with_onnx_members_equals_eager(tmp_path):
     """detect_split --backend onnx: whole-classifier ONNX sessions give the eager networks' probabilities."""
     cv2 = pytest.importorskip("cv2")

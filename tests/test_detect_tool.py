@@ -149,3 +149,30 @@ def test_usage_errors_are_one_line(tmp_path, capsys):
     assert run(mod.main, [str(tmp_path / "x.jpg"), "--config", str(tmp_path / "nope.yaml")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "nope.yaml" in err[0]
+
+
+def test_image_workers_write_what_one_process_writes(tmp_path, capsys):
+    """--image-workers 2 (real checkpoint, spawned workers): the same JSON as one process, the broken image
+    counted as one error line; combining it with --overlap-workers is a usage error."""
+    from detector.cli import run
+    from test_classifier import _write_checkpoint
+
+    _write_checkpoint(tmp_path / "m.pt")
+    (tmp_path / "in").mkdir()
+    files = write_inputs(tmp_path / "in")
+    mod = load_tool("detect")
+    common = [str(tmp_path / "in"), "--checkpoint", str(tmp_path / "m.pt"), "--whole-image", "--threads", "2",
+              "--score-threshold", "0", "--set", "warp.size=64", "--set", "warp.mode=square"]
+    assert run(mod.main, common + ["--json", str(tmp_path / "one.json")]) == 1  # 1: the broken image
+    capsys.readouterr()
+    assert run(mod.main, common + ["--image-workers", "2", "--json", str(tmp_path / "two.json")]) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "broken.jpg" in err[0]
+    from detector.evaluation.detections_io import read_detections_json
+
+    assert sorted(read_detections_json(tmp_path / "two.json").by_image()) == sorted(
+        p.stem for k, p in files.items() if k != "broken")
+    one, two = (json.loads((tmp_path / f).read_text()) for f in ("one.json", "two.json"))
+    assert one == two
+    assert run(mod.main, common + ["--image-workers", "2", "--overlap-workers", "1"]) == 2
+    assert "choose one" in capsys.readouterr().err

@@ -30,3 +30,59 @@ def test_prefetch_in_order_with_errors_and_same_boxes(tmp_path):
         np.testing.assert_array_equal(boxes, selective_search(image, cfg.selective_search))
     serial = list(prefetch_proposals(paths, cfg, workers=0))
     assert all((a[3] is None) == (b[3] is None) for a, b in zip(got, serial))
+
+
+def test_image_workers_give_the_one_process_detections_in_order(tmp_path):
+    """detect_in_workers: two processes with 1 thread each return, in the input order, exactly what one
+    Detector (1 thread) finds image by image; an unreadable image is handed back as its error."""
+    import json
+
+    import torch
+
+    from detector.classifier import build_classifier
+    from detector.config import load_config
+    from detector.pipeline import Detector, detect_in_workers, make_proposer
+    from test_classifier import _write_checkpoint
+
+    _write_checkpoint(tmp_path / "m.pt")
+    rng = np.random.default_rng(1)
+    paths = []
+    for i in range(3):
+        arr = (rng.random((60, 80, 3)) * 255).astype(np.uint8)
+        arr[10 + i:40, 15:50 + 5 * i] = (30, 200, 60)
+        paths.append(tmp_path / f"im{i}.png")
+        Image.fromarray(arr).save(paths[-1])
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8 truncated")
+    paths.insert(1, bad)
+    cfg = load_config(None, [f"model.checkpoints={json.dumps([str(tmp_path / 'm.pt')])}", "warp.size=64",
+                             "warp.mode=square", "proposals.selective_search.resize_width=120",
+                             "proposals.selective_search.superpixel_scale=1.0", "detect.score_threshold=0.0"])
+    got = list(detect_in_workers(paths, cfg, workers=2, threads=2))
+    assert [g[0] for g in got] == paths
+    assert got[1][2] is None and isinstance(got[1][4], ImageReadError) and "broken.jpg" in str(got[1][4])
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # as in each worker: threads=2 over 2 workers
+        one = Detector(make_proposer(cfg.proposals), build_classifier(cfg.model, cfg.warp), cfg.warp, cfg.detect)
+        for path, image, dets, timings, err in got[:1] + got[2:]:
+            assert err is None and timings.num_proposals > 1
+            ref = one.detect(image, path.stem)
+            assert len(dets) == len(ref) > 0
+            np.testing.assert_array_equal(dets.labels, ref.labels)
+            np.testing.assert_allclose(dets.boxes, ref.boxes)
+            np.testing.assert_allclose(dets.scores, ref.scores, rtol=1e-5, atol=1e-6)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_image_workers_report_a_broken_model(tmp_path):
+    import pytest
+
+    from detector.config import load_config
+    from detector.pipeline import detect_in_workers
+
+    (tmp_path / "m.pt").write_bytes(b"not a checkpoint")
+    cfg = load_config(None, [f'model.checkpoints=["{tmp_path / "m.pt"}"]'])
+    with pytest.raises(Exception, match="m.pt"):
+        list(detect_in_workers([tmp_path / "a.png", tmp_path / "b.png"], cfg, workers=2))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import logging
 import os
@@ -33,7 +34,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from detector.bench import (bench_batch_sizes, bench_end_to_end, bench_folder, bench_memory,
+from detector.bench import (bench_batch_sizes, bench_end_to_end, bench_folder, bench_folder_workers, bench_memory,
                              bench_selective_search, compiled_ensemble, peak_rss_mb, replicated_ensemble)
 from detector.classifier import Ensemble, build_classifier, plain_lrn
 from detector.cli import UserError, run, setup_logging
@@ -75,6 +76,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--ensemble", type=int, default=3, help="members of the end-to-end ensemble row (0 = skip)")
     ap.add_argument("--folder-images", type=int, default=0,
                     help="images for the folder throughput with vs without overlap (0 = skip)")
+    ap.add_argument("--folder-image-workers", type=int, default=2,
+                    help="image workers for the folder row of tools/detect.py --image-workers (0 = skip)")
     ap.add_argument("--e2e-backends", default="eager,onnx,onnx_int8",
                     help="backends timed end to end (onnx* only with --onnx)")
     ap.add_argument("--json", help="write the figures here")
@@ -216,10 +219,16 @@ def print_table(res: dict, image_name: str, batch: int, extra: dict) -> None:
               f"| {e['mean_seconds_per_image']:.1f} s/image |")
     folder = res.get("folder", [])
     for w in (0, 1):
-        rows = [f for f in folder if f["overlap_workers"] == w]
+        rows = [f for f in folder if f.get("overlap_workers") == w]
         if rows:
             print(f"| folder of {rows[0]['images']} images, {'overlap (1 worker)' if w else 'one by one'} | "
                   f"{min(r['seconds_per_image'] for r in rows):.2f} s/image (best of {len(rows)}) |")
+    rows = [f for f in folder if f.get("image_workers")]
+    if rows:
+        one = min(f["seconds_per_image"] for f in folder if f.get("overlap_workers") == 0)
+        best = min(r["seconds_per_image"] for r in rows)
+        print(f"| folder of {rows[0]['images']} images, {rows[0]['image_workers']} image workers (start-up "
+              f"included) | {best:.2f} s/image (best of {len(rows)}; {one / best:.2f}x one by one) |")
     for m in res.get("memory", []):
         print(f"| peak RSS after {m['regions']} regions | {m['peak_rss_mb']:.0f} MiB |")
 
@@ -267,9 +276,10 @@ def main(argv: list[str] | None = None) -> int:
     res["warp_regions_per_s"] = bench_warp(img, sel, cfg.warp, batch)
     extra = {}
     if args.onnx:
-        from detector.backends import convert_members
+        from detector.backends import convert_members, int8_recipe
+        recipe = int8_recipe(cfg.model.int8_lrn_sums, cfg.model.int8_calibration)
         for be in ("onnx", "onnx_int8"):
-            extra[be] = Ensemble(convert_members(ens.members, be, cfg.warp, torch.get_num_threads()),
+            extra[be] = Ensemble(convert_members(ens.members, be, cfg.warp, torch.get_num_threads(), recipe=recipe),
                                  batch_size=batch, channels_last=False, backend=be)
     if args.compile:
         try:  # inductor needs a working C++ toolchain; its absence is reported, not fatal
@@ -306,7 +316,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.folder_images > 1 and detector is not None:
         fast = extra.get("onnx_int8", ens)
         d = Detector(detector.proposer, fast, cfg.warp, cfg.detect)
-        res["folder"] = [bench_folder(d, paths[:args.folder_images], cfg.proposals, w) for w in (0, 1, 0, 1)]
+        wcfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, backend=fast.backend))
+        res["folder"] = []
+        for _ in range(2):  # interleaved, so that each way sees the same machine load
+            res["folder"] += [bench_folder(d, paths[:args.folder_images], cfg.proposals, w) for w in (0, 1)]
+            if args.folder_image_workers > 1:
+                res["folder"].append(bench_folder_workers(wcfg, paths[:args.folder_images], args.folder_image_workers,
+                                                          args.devkit, torch.get_num_threads()))
     res["peak_rss_mb"] = peak_rss_mb()
     res["load_end"] = os.getloadavg()
     log.info("load average at end: %.2f %.2f %.2f", *res["load_end"])

@@ -23,8 +23,8 @@ from tqdm import tqdm
 from detector.classifier import build_classifier
 from detector.cli import USER_ERRORS, UserError, run, setup_logging
 from detector.config import config_to_dict, load_config
-from detector.imageio import IMAGE_EXTENSIONS, read_image
-from detector.pipeline import Detector, make_proposer, prefetch_proposals
+from detector.imageio import IMAGE_EXTENSIONS
+from detector.pipeline import Detector, detect_in_workers, make_proposer, prefetch_proposals
 from detector.structures import Detections
 from detector.visualize import save_detections_image
 
@@ -64,6 +64,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="processes computing the next images' proposals during classification (0 = off, the "
                     "default: on 2 cores the worker competes with a classifier that already uses both, 0.96x in "
                     "tools/benchmark.py, README \"Speed\"; worth it when a core is free)")
+    ap.add_argument("--image-workers", type=int, default=0,
+                    help="detect N images at a time, each in its own process with threads/N threads (0 = off, "
+                    "the default; README \"Speed\" has the measured throughput)")
     ap.add_argument("--json", help="write every detection to this JSON file")
     ap.add_argument("--submission", help="write an ILSVRC submission (needs the devkit's val.txt)")
     ap.add_argument("--score-threshold", type=float, help="override detect.score_threshold")
@@ -103,27 +106,30 @@ def main(argv: list[str] | None = None) -> int:
     if args.submission:
         devkit, val_index = submission_plan(args, images)
         args.devkit_resolved = devkit
-    classifier = build_classifier(cfg.model, cfg.warp, meta_det=args.devkit)
-    detector = Detector(make_proposer(cfg.proposals, whole_image=args.whole_image), classifier, cfg.warp,
-                        cfg.detect)
-    names = classifier.class_names
+    if args.image_workers > 0 and args.overlap_workers > 0:
+        raise UserError("--image-workers and --overlap-workers are two ways to overlap the work: choose one")
+    classifier = build_classifier(cfg.model, cfg.warp, meta_det=args.devkit)  # also fills the ONNX cache
+    classes, names = classifier.classes, classifier.class_names
     results: dict[str, Detections] = {}
     paths: dict[str, Path] = {}
     sizes: dict[str, tuple[int, int]] = {}
     failures = 0
-    # Several images: Selective Search for the next images runs in a worker process while the current
-    # image's regions are classified here (--overlap-workers N; off by default, see its help).
-    stream = prefetch_proposals(images, cfg.proposals, args.whole_image,
-                                workers=args.overlap_workers if len(images) > 1 else 0)
-    for path, image, boxes, err in tqdm(stream, total=len(images), desc="images", unit="img", file=sys.stderr,
-                                        disable=len(images) < 2):
-        try:
-            if err is not None:
+    if args.image_workers > 0 and len(images) > 1:
+        del classifier  # each worker builds its own
+        stream = ((p, img, d, e) for p, img, d, _, e in
+                  detect_in_workers(images, cfg, args.image_workers, args.devkit, args.whole_image,
+                                    cfg.model.threads))
+    else:
+        detector = Detector(make_proposer(cfg.proposals, whole_image=args.whole_image), classifier, cfg.warp,
+                            cfg.detect)
+        stream = _detect_here(detector, images, cfg, args)
+    for path, image, dets, err in tqdm(stream, total=len(images), desc="images", unit="img", file=sys.stderr,
+                                       disable=len(images) < 2):
+        if err is not None:
+            if not isinstance(err, USER_ERRORS):
                 raise err
-            dets = detector.detect(image, path.stem, proposals=boxes)
-        except USER_ERRORS as e:
             failures += 1
-            tqdm.write(f"error: {_one_line(e)}", file=sys.stderr)
+            tqdm.write(f"error: {_one_line(err)}", file=sys.stderr)
             continue
         if path.stem in results:
             log.warning("%s: a second image with stem %r; its detections replace the first's in --json/"
@@ -137,10 +143,25 @@ def main(argv: list[str] | None = None) -> int:
         if args.out:
             suffix = ".png" if path.suffix.lower() == ".png" else ".jpg"
             save_detections_image(image, dets, names, Path(args.out) / f"{path.stem}{suffix}")
-    write_outputs(args, results, sizes, paths, classifier.classes, names, val_index)
+    write_outputs(args, results, sizes, paths, classes, names, val_index)
     log.info("%d image(s) processed, %d failed, %d detections", len(results), failures,
              sum(len(d) for d in results.values()))
     return 1 if failures else 0
+
+
+def _detect_here(detector: Detector, images: list[Path], cfg, args):
+    """``(path, image, detections, error)`` per image in this process. With several images and
+    ``--overlap-workers N``, Selective Search for the next images runs in N worker processes while the
+    current image's regions are classified here (off by default, see its help)."""
+    stream = prefetch_proposals(images, cfg.proposals, args.whole_image,
+                                workers=args.overlap_workers if len(images) > 1 else 0)
+    for path, image, boxes, err in stream:
+        if err is None:
+            try:
+                dets = detector.detect(image, path.stem, proposals=boxes)
+            except USER_ERRORS as e:
+                err = e
+        yield (path, None, None, err) if err is not None else (path, image, dets, None)
 
 
 def submission_plan(args, images: list[Path]) -> tuple[Path, dict[str, int]]:

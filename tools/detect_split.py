@@ -124,14 +124,15 @@ def _classify(args, cfg, dataset, members, warp, names):
     t0 = time.perf_counter()
     nets, is_probs = [m.net for m in members], False
     if args.backend != "eager":
-        from detector.backends import calibration_regions, default_cache_dir, onnx_members
+        from detector.backends import calibration_regions, default_cache_dir, int8_recipe, onnx_members
         from detector.imageio import read_image
 
         calib = None
         if args.backend == "onnx_int8":
             imgs = [read_image(p) for p in args.calibrate_on] or None
             calib = calibration_regions(members[0].preprocess, warp, imgs)
-        nets = onnx_members(members, args.backend, default_cache_dir(), args.threads, calib, warp.size)
+        recipe = int8_recipe(cfg.model.int8_lrn_sums, cfg.model.int8_calibration)  # --set model.int8_...
+        nets = onnx_members(members, args.backend, default_cache_dir(), args.threads, calib, warp.size, recipe)
         is_probs = True
     with tqdm(total=total, desc="regions", unit="reg", dynamic_ncols=True) as bar:
         probs = classify_split(dataset.records, proposals, nets, members[0].preprocess, warp, args.batch_size,
