@@ -37,7 +37,7 @@ EXPORT_ATOL = 1e-4
 EXPORT_VERSION = 4
 # The int8 recipe (QDQ, per-channel int8 weights, uint8 activations; the trunk quantised, its global pool and
 # the head fp32). ``lrn_sums``: "fp32" (the default) keeps the LRNs' squares and channel-window sums in fp32
-# (x^2 needs more than 8 bits), "int8" quantises them too (1.7x faster at 224x224, but less exact);
+# (x^2 needs more than 8 bits), "int8" quantises them too (1.13x faster at 224x224 with export 4, but less exact);
 # ``calibration``: "minmax" (default) or "percentile" (each activation's ``percentile``; ORT keeps every
 # calibration activation in memory for it: ~16 GiB for 256 regions at 224x224). Measured choices are in
 # quantize_int8 and the README "Speed" section.
@@ -197,7 +197,8 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: Iterable[np.ndar
     # from one inception block to the next. The head -- the final linear layer, softmax and the embedded
     # ImageNet->DET mapping -- stays fp32 so probabilities keep their resolution, and so does the global
     # average pool feeding it (see _head_nodes). The LRNs' squares and window sums stay fp32 by default:
-    # quantising them too was 1.7x faster but, with min/max ranges, BCCD test mAP fell 1.0 point below fp32
+    # quantising them too was 1.7x faster with export 3 (1.13x with export 4's channels-last LRN) but, with
+    # min/max ranges, BCCD test mAP fell 1.0 point below fp32
     # (0.638 vs 0.648); with percentile ranges BCCD was fine (0.6505) but the 90 ILSVRC val2 images lost
     # 0.84 points (0.2763 vs 0.2847). Both beyond the 0.5-point tolerance; fp32 sums: README "Speed".
     quantize_static(str(pre), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
@@ -283,8 +284,10 @@ def onnx_members(members: Sequence, backend: str, cache_dir: Path, threads: int 
         if backend == "onnx_int8":
             if not calibration:
                 raise UserError("onnx_int8 needs calibration regions (real warped regions)")
-            # the quantised graph depends on the calibration regions too: they are part of its name
-            cal = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode())
+            # the quantised graph depends on the fp32 export (its key: weights, size, export version), the
+            # recipe and the calibration regions: all are part of its name, so an int8 graph quantised from an
+            # older export is never picked up again for another recipe
+            cal = hashlib.sha256(json.dumps([key, recipe], sort_keys=True).encode())
             for b in calibration:
                 cal.update(np.ascontiguousarray(b, np.float32).tobytes())
             path = cache_dir / f"{digest}_int8_{cal.hexdigest()[:12]}.onnx"

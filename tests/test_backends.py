@@ -107,7 +107,7 @@ def test_export_refuses_mismatch(tmp_path, monkeypatch):
     assert not (tmp_path / "m.onnx").exists()
 
 
-def test_int8_cache_is_keyed_by_calibration(tmp_path):
+def test_int8_cache_is_keyed_by_calibration_and_export(tmp_path, monkeypatch):
     m = _member(tiny=True)
     g = torch.Generator().manual_seed(2)
     a = [(torch.rand(4, 3, 32, 32, generator=g) * 255 - 120).numpy()]
@@ -119,6 +119,11 @@ def test_int8_cache_is_keyed_by_calibration(tmp_path):
     assert len(list(tmp_path.glob("*_int8_*.onnx"))) == 2
     with pytest.raises(Exception, match="calibration"):
         onnx_members([m], "onnx_int8", tmp_path, calibration=None, size=32)
+    import detector.backends as b
+    before = {p.name for p in tmp_path.glob("*_int8_*.onnx")}
+    monkeypatch.setattr(b, "EXPORT_VERSION", b.EXPORT_VERSION + 1)  # a new export: no int8 graph of the old
+    onnx_members([m], "onnx_int8", tmp_path, calibration=a, size=32)
+    assert {p.name for p in tmp_path.glob("*_int8_*.onnx")} - before
 
 
 def test_int8_recipe_from_config(tmp_path):
