@@ -93,6 +93,23 @@ class OrtMember:
     same ``classes``, ``class_names``, ``preprocess``, ``source``; ``__call__(x [n,3,S,S]) -> [n, K+1]``."""
 
     def __init__(self, onnx_path: Path, like, threads: int = 0, label: str = "onnx") -> None:
+        self.path, self.threads = Path(onnx_path), threads
+        self.session = self._session(self.path, threads)
+        self.input_name = self.session.get_inputs()[0].name
+        self.classes, self.class_names = like.classes, like.class_names
+        self.preprocess = like.preprocess
+        self.source = f"{like.source} [{label}: {onnx_path.name}]"
+
+    # Pickled without the session, which is opened again from ``path`` (e.g. in an image-worker process).
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "session"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.session = self._session(self.path, self.threads)
+
+    @staticmethod
+    def _session(onnx_path: Path, threads: int):
         ort = _require_ort()
         so = ort.SessionOptions()
         if threads > 0:
@@ -102,11 +119,7 @@ class OrtMember:
         # between ORT calls, and spinning threads took those cores (folder of 4 photos, int8: 6.9 vs
         # 7.2 s/image; the same regions/s within noise for back-to-back batches).
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
-        self.classes, self.class_names = like.classes, like.class_names
-        self.preprocess = like.preprocess
-        self.source = f"{like.source} [{label}: {onnx_path.name}]"
+        return ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
 
     @property
     def num_classes(self) -> int:

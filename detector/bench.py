@@ -112,13 +112,14 @@ def bench_folder(detector: Detector, paths: Sequence[Path], cfg: ProposalConfig,
     return {"images": n, "overlap_workers": overlap_workers, "seconds": wall, "seconds_per_image": wall / n}
 
 
-def bench_folder_workers(cfg, paths: Sequence[Path], workers: int, meta_det=None, threads: int = 0) -> dict:
+def bench_folder_workers(classifier: Ensemble, cfg, paths: Sequence[Path], workers: int, threads: int = 0) -> dict:
     """Wall seconds for a folder detected by ``workers`` image-worker processes (tools/detect.py
     ``--image-workers``; :func:`~detector.pipeline.detect_in_workers`), the workers' start-up (spawn, imports,
-    building the classifier from the ONNX cache) included: it is part of what a user waits for."""
+    unpickling the classifier, opening ONNX sessions) included: it is part of what a user waits for."""
     t0 = time.perf_counter()
     n = 0
-    for path, image, dets, timings, err in detect_in_workers(list(paths), cfg, workers, meta_det, threads=threads):
+    for path, image, dets, timings, err in detect_in_workers(list(paths), classifier, cfg, workers,
+                                                             threads=threads):
         if err is not None:
             raise err
         n += 1

@@ -220,21 +220,20 @@ def _portable(e: BaseException) -> BaseException:
         return RuntimeError(f"{type(e).__name__}: {e}")
 
 
-def _detect_worker(tasks, results, cfg, meta_det, whole_image: bool, log_level: int) -> None:
-    """Worker process of :func:`detect_in_workers`: builds its own Detector, then detects ``(i, path)`` jobs
-    until it reads ``None``, answering ``(i, (path, image, detections, timings, error))``. A failure to build
-    the detector is answered once as ``(-1, (..., error))``."""
+def _detect_worker(tasks, results, classifier, cfg, whole_image: bool, threads: int, log_level: int) -> None:
+    """Worker process of :func:`detect_in_workers`: a Detector around its copy of ``classifier``, detecting
+    ``(i, path)`` jobs until it reads ``None``, answering ``(i, (path, image, detections, timings, error))``.
+    A failure to build the detector is answered once as ``(-1, (..., error))``."""
     import cv2
 
-    from .classifier import build_classifier
     from .imageio import read_image
 
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s[worker]: %(message)s",
                         datefmt="%H:%M:%S")
     cv2.setNumThreads(1)
+    torch.set_num_threads(threads)
     try:
-        detector = Detector(make_proposer(cfg.proposals, whole_image),
-                            build_classifier(cfg.model, cfg.warp, meta_det=meta_det), cfg.warp, cfg.detect)
+        detector = Detector(make_proposer(cfg.proposals, whole_image), classifier, cfg.warp, cfg.detect)
     except Exception as e:  # noqa: BLE001 - handed to the caller, which raises it
         results.put((-1, (None, None, None, None, _portable(e))))
         return
@@ -248,33 +247,38 @@ def _detect_worker(tasks, results, cfg, meta_det, whole_image: bool, log_level: 
             results.put((i, (path, None, None, None, _portable(e))))
 
 
-def detect_in_workers(paths: Sequence[Path], cfg, workers: int, meta_det=None, whole_image: bool = False,
+def detect_in_workers(paths: Sequence[Path], classifier: Ensemble, cfg, workers: int, whole_image: bool = False,
                       threads: int = 0, ahead: int = 2) -> Iterator[tuple[Path, np.ndarray | None,
                                                                          Detections | None, StageTimings | None,
                                                                          BaseException | None]]:
     """Detect over many images in ``workers`` processes, each a whole :class:`Detector` (its own Selective
-    Search, warps and network) on every ``workers``-th image with ``threads // workers`` threads (``threads``
-    0: all cores). Yields ``(path, image, detections, timings, error)`` in the order of ``paths``.
+    Search, warps and a copy of ``classifier``) on every ``workers``-th image with ``threads // workers``
+    threads (``threads`` 0: all cores). Yields ``(path, image, detections, timings, error)`` in the order of
+    ``paths``; ``cfg`` is the whole :class:`~detector.config.Config` (proposals, warp, detect sections).
 
     The other overlap besides :func:`prefetch_proposals`: there one process classifies while a worker runs
     the next image's Selective Search, which is only 5-10% of an image's time here; with image workers every
     stage of one image overlaps every stage of another, and each network runs on fewer threads, where the
-    runtimes scale better (README "Speed" has the measured throughput). ``cfg`` is the whole
-    :class:`~detector.config.Config`; each worker builds its classifier from ``cfg.model`` (so exported ONNX
-    graphs should already be in the cache: build the classifier once in the caller first). At most
+    runtimes scale better (README "Speed" has the measured throughput). The classifier is handed over
+    pickled: torch members as they are, ONNX Runtime members as their graph's path (each worker opens its
+    own session with its thread count), so workers start without re-exporting or re-calibrating. At most
     ``workers + ahead`` images are in flight, so memory stays bounded; a worker that dies is an error."""
-    import dataclasses
+    import copy
     import multiprocessing as mp
     import os
     import queue
 
     paths = list(paths)
-    total = threads if threads > 0 else (os.cpu_count() or 1)
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, threads=max(1, total // workers)))
+    per = max(1, (threads if threads > 0 else (os.cpu_count() or 1)) // workers)
+    classifier = copy.copy(classifier)
+    classifier.members = [m if isinstance(m, torch.nn.Module) else copy.copy(m) for m in classifier.members]
+    for m in classifier.members:
+        if hasattr(m, "threads"):  # an ONNX Runtime member: its session in the worker gets `per` threads
+            m.threads = per
     ctx = mp.get_context("spawn")
     tasks, results = ctx.Queue(), ctx.Queue()
     procs = [ctx.Process(target=_detect_worker, daemon=True,
-                         args=(tasks, results, cfg, meta_det, whole_image, logging.getLogger().level))
+                         args=(tasks, results, classifier, cfg, whole_image, per, logging.getLogger().level))
              for _ in range(workers)]
     for p in procs:
         p.start()

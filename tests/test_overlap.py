@@ -58,13 +58,14 @@ def test_image_workers_give_the_one_process_detections_in_order(tmp_path):
     cfg = load_config(None, [f"model.checkpoints={json.dumps([str(tmp_path / 'm.pt')])}", "warp.size=64",
                              "warp.mode=square", "proposals.selective_search.resize_width=120",
                              "proposals.selective_search.superpixel_scale=1.0", "detect.score_threshold=0.0"])
-    got = list(detect_in_workers(paths, cfg, workers=2, threads=2))
+    classifier = build_classifier(cfg.model, cfg.warp)
+    got = list(detect_in_workers(paths, classifier, cfg, workers=2, threads=2))
     assert [g[0] for g in got] == paths
     assert got[1][2] is None and isinstance(got[1][4], ImageReadError) and "broken.jpg" in str(got[1][4])
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)  # as in each worker: threads=2 over 2 workers
-        one = Detector(make_proposer(cfg.proposals), build_classifier(cfg.model, cfg.warp), cfg.warp, cfg.detect)
+        one = Detector(make_proposer(cfg.proposals), classifier, cfg.warp, cfg.detect)
         for path, image, dets, timings, err in got[:1] + got[2:]:
             assert err is None and timings.num_proposals > 1
             ref = one.detect(image, path.stem)
@@ -76,13 +77,30 @@ def test_image_workers_give_the_one_process_detections_in_order(tmp_path):
         torch.set_num_threads(threads)
 
 
-def test_image_workers_report_a_broken_model(tmp_path):
+class _Crash:
+    """A stand-in ONNX member whose first forward kills its process (as the out-of-memory killer would)."""
+
+    classes, class_names, source, num_classes = ("n01",), ("N01",), "crash", 1
+
+    def __init__(self):
+        from detector.weights import BVLC_PREPROCESS
+        self.preprocess = BVLC_PREPROCESS
+
+    def __call__(self, x):
+        import os
+        os._exit(3)
+
+
+def test_image_workers_report_a_dead_worker(tmp_path):
     import pytest
 
+    from detector.classifier import Ensemble
     from detector.config import load_config
     from detector.pipeline import detect_in_workers
-
-    (tmp_path / "m.pt").write_bytes(b"not a checkpoint")
-    cfg = load_config(None, [f'model.checkpoints=["{tmp_path / "m.pt"}"]'])
-    with pytest.raises(Exception, match="m.pt"):
-        list(detect_in_workers([tmp_path / "a.png", tmp_path / "b.png"], cfg, workers=2))
+    paths = []
+    for i in range(2):
+        paths.append(tmp_path / f"im{i}.png")
+        Image.fromarray(np.full((20, 30, 3), 90 * i, np.uint8)).save(paths[-1])
+    cfg = load_config(None, ["warp.size=64"])
+    with pytest.raises(RuntimeError, match="worker died"):
+        list(detect_in_workers(paths, Ensemble([_Crash()], batch_size=2), cfg, workers=2, whole_image=True))

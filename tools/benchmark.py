@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import json
 import logging
 import os
@@ -203,7 +202,8 @@ def print_table(res: dict, image_name: str, batch: int, extra: dict) -> None:
     if "batch_bf16" in c:
         print(f"| warp + classify, batch {batch}, bf16 autocast channels-last | "
               f"{c['batch_bf16']['regions_per_s']:.1f} ({c['speedup_bf16_vs_naive']:.2f}x naive) |")
-    labels = {"onnx": "ONNX Runtime fp32", "onnx_int8": "ONNX Runtime int8", "compile": "torch.compile fp32"}
+    labels = {"onnx": "ONNX Runtime fp32", "onnx_int8": "ONNX Runtime int8", "compile": "torch.compile fp32",
+              "onnx_int8_1thread": "ONNX Runtime int8, 1 thread"}
     for be in extra:
         print(f"| warp + classify, batch {batch}, {labels.get(be, be)} | "
               f"{c[be]['regions_per_s']:.1f} ({c[f'speedup_{be}_vs_naive']:.2f}x naive) |")
@@ -281,6 +281,10 @@ def main(argv: list[str] | None = None) -> int:
         for be in ("onnx", "onnx_int8"):
             extra[be] = Ensemble(convert_members(ens.members, be, cfg.warp, torch.get_num_threads(), recipe=recipe),
                                  batch_size=batch, channels_last=False, backend=be)
+        if torch.get_num_threads() > 1:  # how ONNX Runtime scales with threads: what image workers can gain
+            extra["onnx_int8_1thread"] = Ensemble(convert_members(ens.members, "onnx_int8", cfg.warp, 1,
+                                                                  recipe=recipe),
+                                                  batch_size=batch, channels_last=False, backend="onnx_int8")
     if args.compile:
         try:  # inductor needs a working C++ toolchain; its absence is reported, not fatal
             comp = compiled_ensemble(ens)
@@ -316,13 +320,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.folder_images > 1 and detector is not None:
         fast = extra.get("onnx_int8", ens)
         d = Detector(detector.proposer, fast, cfg.warp, cfg.detect)
-        wcfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, backend=fast.backend))
         res["folder"] = []
         for _ in range(2):  # interleaved, so that each way sees the same machine load
             res["folder"] += [bench_folder(d, paths[:args.folder_images], cfg.proposals, w) for w in (0, 1)]
             if args.folder_image_workers > 1:
-                res["folder"].append(bench_folder_workers(wcfg, paths[:args.folder_images], args.folder_image_workers,
-                                                          args.devkit, torch.get_num_threads()))
+                res["folder"].append(bench_folder_workers(fast, cfg, paths[:args.folder_images],
+                                                          args.folder_image_workers, torch.get_num_threads()))
     res["peak_rss_mb"] = peak_rss_mb()
     res["load_end"] = os.getloadavg()
     log.info("load average at end: %.2f %.2f %.2f", *res["load_end"])

@@ -108,16 +108,15 @@ def main(argv: list[str] | None = None) -> int:
         args.devkit_resolved = devkit
     if args.image_workers > 0 and args.overlap_workers > 0:
         raise UserError("--image-workers and --overlap-workers are two ways to overlap the work: choose one")
-    classifier = build_classifier(cfg.model, cfg.warp, meta_det=args.devkit)  # also fills the ONNX cache
+    classifier = build_classifier(cfg.model, cfg.warp, meta_det=args.devkit)
     classes, names = classifier.classes, classifier.class_names
     results: dict[str, Detections] = {}
     paths: dict[str, Path] = {}
     sizes: dict[str, tuple[int, int]] = {}
     failures = 0
     if args.image_workers > 0 and len(images) > 1:
-        del classifier  # each worker builds its own
         stream = ((p, img, d, e) for p, img, d, _, e in
-                  detect_in_workers(images, cfg, args.image_workers, args.devkit, args.whole_image,
+                  detect_in_workers(images, classifier, cfg, args.image_workers, args.whole_image,
                                     cfg.model.threads))
     else:
         detector = Detector(make_proposer(cfg.proposals, whole_image=args.whole_image), classifier, cfg.warp,
