@@ -27,7 +27,7 @@ from .structures import ImageRecord
 from .warp import PreparedImage
 
 __all__ = ["peak_rss_mb", "bench_selective_search", "bench_batch_sizes", "bench_end_to_end", "bench_folder",
-           "bench_folder_workers",
+           "bench_folder_workers", "profile_onnx",
            "bench_memory", "compiled_ensemble", "replicated_ensemble"]
 
 log = logging.getLogger(__name__)
@@ -126,6 +126,52 @@ def bench_folder_workers(classifier: Ensemble, cfg, paths: Sequence[Path], worke
     wall = time.perf_counter() - t0
     log.info("folder of %d images, %d image workers: %.1f s (%.2f s/image)", n, workers, wall, wall / n)
     return {"images": n, "image_workers": workers, "seconds": wall, "seconds_per_image": wall / n}
+
+
+def profile_onnx(onnx_path: Path, regions: np.ndarray, batch: int = 8, threads: int = 2, rounds: int = 8,
+                 denormals_zero: bool = False) -> dict:
+    """ONNX Runtime's own per-operator profile of a graph (``SessionOptions.enable_profiling``) over
+    ``rounds`` batches of ``regions`` (float32 ``[N, 3, S, S]``), after 2 warm-up batches: regions/s and the
+    share of kernel time per operator type and per node (as ORT optimised the graph: fused, NHWC, NCHWc)."""
+    import json as _json
+    import os as _os
+
+    from .backends import _require_ort
+
+    ort = _require_ort()
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as OrtMember runs it
+    if denormals_zero:
+        so.add_session_config_entry("session.set_denormal_as_zero", "1")
+    with tempfile.TemporaryDirectory() as tmp:
+        so.enable_profiling = True
+        so.profile_file_prefix = str(Path(tmp) / "ort")
+        sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        batches = [np.ascontiguousarray(regions[i:i + batch], np.float32) for i in range(0, len(regions), batch)]
+        for b in batches[:2]:
+            sess.run(None, {name: b})
+        n, t0 = 0, time.perf_counter()
+        for r in range(rounds):
+            b = batches[r % len(batches)]
+            sess.run(None, {name: b})
+            n += len(b)
+        secs = time.perf_counter() - t0
+        trace = _json.loads(Path(sess.end_profiling()).read_text())
+    by_op: dict[str, float] = {}
+    by_node: dict[str, float] = {}
+    for e in trace:
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+            by_op[e["args"]["op_name"]] = by_op.get(e["args"]["op_name"], 0.0) + e["dur"]
+            node = e["name"][:-len("_kernel_time")]
+            by_node[node] = by_node.get(node, 0.0) + e["dur"]
+    total = sum(by_op.values()) or 1.0
+    share = lambda d: dict(sorted(((k, v / total) for k, v in d.items()), key=lambda kv: -kv[1]))  # noqa: E731
+    return {"graph": str(onnx_path), "threads": threads, "batch": batch, "regions": n,
+            "regions_per_s": n / secs, "denormals_zero": denormals_zero, "pid": _os.getpid(),
+            "op_share": share(by_op), "node_share": share(by_node)}
 
 
 def bench_memory(ens: Ensemble, img: PreparedImage, warp_cfg, counts: Sequence[int] = (256, 4096),

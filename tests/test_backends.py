@@ -162,3 +162,17 @@ def test_split_classification_with_onnx_members_equals_eager(tmp_path):
                             warp, outputs_probs=True)
     assert onnx[0].shape == (3, 4)
     np.testing.assert_allclose(onnx[0], eager[0], atol=1e-4)
+
+
+def test_profile_onnx_shares_add_up(tmp_path):
+    """detector.bench.profile_onnx (tools/profile_onnx.py): ORT's profile of a real export, every kernel's
+    time attributed to an operator type and a node, the shares summing to 1."""
+    from detector.bench import profile_onnx
+
+    m = _member(tiny=True)
+    [om] = onnx_members([m], "onnx", tmp_path, size=32)
+    x = (torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(4)) * 255 - 120).numpy()
+    r = profile_onnx(om.path, x, batch=4, threads=1, rounds=3)
+    assert r["regions"] == 4 + 2 + 4 and r["regions_per_s"] > 0
+    assert abs(sum(r["op_share"].values()) - 1) < 1e-9 and abs(sum(r["node_share"].values()) - 1) < 1e-9
+    assert "Conv" in r["op_share"] and list(r["op_share"].values()) == sorted(r["op_share"].values(), reverse=True)
