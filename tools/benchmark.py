@@ -13,8 +13,9 @@ Measures, on the proposals of one real photo (Selective Search, the paper's prop
   * seconds per image end to end (proposals + warp + classify + NMS) on ``--e2e-images`` images, for one
     model and a ``--ensemble``-member ensemble, per backend (fp32; ONNX fp32/int8 with ``--onnx``);
   * Selective Search s/image (the config's proposals) with 1 and 2 worker processes (``--ss-images``);
-  * regions/s over ``--batch-sizes`` (the best is reported); torch.compile with ``--compile``;
-  * a folder of ``--folder-images`` images with and without the pipeline overlap (tools/detect.py's);
+  * regions/s of every backend over ``--batch-sizes`` (the best is reported); torch.compile with ``--compile``;
+  * a folder of ``--folder-images`` images one by one, with the Selective Search overlap and with
+    ``--folder-image-workers`` image workers (tools/detect.py's --overlap-workers / --image-workers);
   * peak resident memory after 256 and 2,048 regions (bounded: regions are streamed in batches).
 The machine load (``os.getloadavg``) is logged at the start and the end: other processes share the CPU.
 """
@@ -70,7 +71,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--onnx", action="store_true",
                     help="add ONNX Runtime fp32 and int8 rows (pip install -e '.[onnx]'; exported on first use)")
     ap.add_argument("--compile", action="store_true", help="add a torch.compile (inductor) row")
-    ap.add_argument("--batch-sizes", default="1,8,16,32,64", help="fp32 batch-size sweep (empty: skip)")
+    ap.add_argument("--batch-sizes", default="1,8,16,32,64",
+                    help="batch-size sweep of every backend but torch.compile (empty: skip)")
     ap.add_argument("--ss-images", type=int, default=4, help="images for the Selective Search rows (0 = skip)")
     ap.add_argument("--ensemble", type=int, default=3, help="members of the end-to-end ensemble row (0 = skip)")
     ap.add_argument("--folder-images", type=int, default=0,
@@ -207,10 +209,11 @@ def print_table(res: dict, image_name: str, batch: int, extra: dict) -> None:
     for be in extra:
         print(f"| warp + classify, batch {batch}, {labels.get(be, be)} | "
               f"{c[be]['regions_per_s']:.1f} ({c[f'speedup_{be}_vs_naive']:.2f}x naive) |")
-    if "batch_sweep" in res:
-        best = max(res["batch_sweep"], key=res["batch_sweep"].get)
-        print("| fp32 batch sweep: " + ", ".join(f"{k}: {v:.1f}" for k, v in res["batch_sweep"].items())
-              + f" | best batch {best}: {res['batch_sweep'][best]:.1f} |")
+    sweep_labels = {"eager": "fp32 channels-last", "bf16": "bf16 autocast", **labels}
+    for name, sweep in res.get("batch_sweep", {}).items():
+        best = max(sweep, key=sweep.get)
+        print(f"| batch sweep, {sweep_labels.get(name, name)}: " + ", ".join(f"{k}: {v:.1f}" for k, v in sweep.items())
+              + f" | best batch {best}: {sweep[best]:.1f} |")
     for r in res.get("selective_search", []):
         print(f"| Selective Search ({r['boxes_per_image']:.0f} boxes/image), {r['workers']} worker(s), "
               f"{r['images']} images | {r['seconds_per_image']:.2f} s/image |")
@@ -301,8 +304,16 @@ def main(argv: list[str] | None = None) -> int:
         exts = {e.lower() for e in IMAGE_EXTENSIONS}
         paths += sorted(p for p in Path(args.val_dir).iterdir() if p.suffix.lower() in exts and p not in paths)
     if args.batch_sizes:
+        # every backend at batch 1 and the sizes after it; torch.compile is left out (it compiles again for
+        # every new batch shape, about a minute each) and so is the 1-thread row (the same graph)
         sizes = [int(b) for b in args.batch_sizes.split(",")]
-        res["batch_sweep"] = {str(k): v for k, v in bench_batch_sizes(ens, img, boxes, cfg.warp, sizes).items()}
+        sweeps = [("eager", ens, "eager")] + ([] if args.no_bf16 else [("bf16", ens, "bf16")])
+        sweeps += [(k, extra[k], extra[k].backend) for k in ("onnx", "onnx_int8") if k in extra]
+        res["batch_sweep"] = {}
+        for name, e, be in sweeps:
+            keep, e.backend = e.backend, be
+            res["batch_sweep"][name] = {str(k): v for k, v in bench_batch_sizes(e, img, boxes, cfg.warp, sizes).items()}
+            e.backend = keep
     if args.ss_images > 0 and paths:
         res["selective_search"] = bench_selective_search(paths[:args.ss_images], cfg.proposals, (1, 2))
     res["memory"] = bench_memory(ens, img, cfg.warp, (256, 2048))
