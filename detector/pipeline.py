@@ -282,10 +282,16 @@ def detect_in_workers(paths: Sequence[Path], classifier: Ensemble, cfg, workers:
              for _ in range(workers)]
     for p in procs:
         p.start()
+    submitted = 0
+
+    def top_up(yielded: int) -> None:  # keep at most workers + ahead images between submitted and yielded
+        nonlocal submitted
+        while submitted < len(paths) and submitted - yielded < workers + ahead:
+            tasks.put((submitted, paths[submitted]))
+            submitted += 1
+
     try:
-        submitted = min(len(paths), workers + ahead)
-        for i in range(submitted):
-            tasks.put((i, paths[i]))
+        top_up(0)
         done: dict[int, tuple] = {}
         for want in range(len(paths)):
             while want not in done:
@@ -300,9 +306,7 @@ def detect_in_workers(paths: Sequence[Path], classifier: Ensemble, cfg, workers:
                 if i < 0:
                     raise payload[-1]
                 done[i] = payload
-                if submitted < len(paths):
-                    tasks.put((submitted, paths[submitted]))
-                    submitted += 1
+            top_up(want + 1)  # before yielding: the workers go on while the caller handles this image
             yield done.pop(want)
     finally:
         for _ in procs:
