@@ -62,11 +62,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", help="folder for pictures with labelled boxes")
     ap.add_argument("--overlap-workers", type=int, default=0,
                     help="processes computing the next images' proposals during classification (0 = off, the "
-                    "default: on 2 cores the worker competes with a classifier that already uses both, 0.92-0.99x in "
+                    "default: on 2 cores the worker competes with a classifier that already uses both, 0.90-0.99x in "
                     "tools/benchmark.py, README \"Speed\"; worth it when a core is free)")
     ap.add_argument("--image-workers", type=int, default=0,
                     help="detect N images at a time, each in its own process with threads/N threads (0 = off, "
-                    "the default; 1.10-1.15x on 2 cores with 2 workers, README \"Speed\")")
+                    "the default; 1.10-1.23x on 2 cores with 2 workers, README \"Speed\")")
     ap.add_argument("--json", help="write every detection to this JSON file")
     ap.add_argument("--submission", help="write an ILSVRC submission (needs the devkit's val.txt)")
     ap.add_argument("--score-threshold", type=float, help="override detect.score_threshold")
