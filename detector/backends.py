@@ -27,6 +27,7 @@ import torch
 from .cli import UserError
 
 __all__ = ["OrtMember", "export_onnx", "quantize_int8", "onnx_members", "state_digest", "bf16_supported", "int8_recipe",
+           "session_options",
            "EXPORT_ATOL"]
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,8 @@ EXPORT_ATOL = 1e-4
 EXPORT_VERSION = 4
 # The int8 recipe (QDQ, per-channel int8 weights, uint8 activations; the trunk quantised, its global pool and
 # the head fp32). ``lrn_sums``: "fp32" (the default) keeps the LRNs' squares and channel-window sums in fp32
-# (x^2 needs more than 8 bits), "int8" quantises them too (1.13x faster at 224x224 with export 4, but less exact);
-# ``calibration``: "minmax" (default) or "percentile" (each activation's ``percentile``; ORT keeps every
+# (x^2 needs more than 8 bits), "int8" quantises them too (less exact; 1.7x faster with export 3, no
+# consistent gain with export 4); ``calibration``: "minmax" (default) or "percentile" (each activation's ``percentile``; ORT keeps every
 # calibration activation in memory for it: ~16 GiB for 256 regions at 224x224). Measured choices are in
 # quantize_int8 and the README "Speed" section.
 # Users choose with the config keys model.int8_lrn_sums and model.int8_calibration (:func:`int8_recipe`).
@@ -88,6 +89,21 @@ def state_digest(module: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+def session_options(threads: int = 0):
+    """The ONNX Runtime session options every region-classifier session uses (OrtMember, the profiler):
+    ``threads`` intra-op threads (0: ORT's default), all graph optimisations, no busy-waiting."""
+    ort = _require_ort()
+    so = ort.SessionOptions()
+    if threads > 0:
+        so.intra_op_num_threads = threads
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # No busy-waiting between batches: the pipeline warps, runs NMS and Selective Search workers
+    # between ORT calls, and spinning threads took those cores (folder of 4 photos, int8: 6.9 vs
+    # 7.2 s/image; the same regions/s within noise for back-to-back batches).
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return so
+
+
 class OrtMember:
     """An ONNX Runtime session standing in for a :class:`~detector.classifier.RegionClassifier`:
     same ``classes``, ``class_names``, ``preprocess``, ``source``; ``__call__(x [n,3,S,S]) -> [n, K+1]``."""
@@ -110,16 +126,8 @@ class OrtMember:
 
     @staticmethod
     def _session(onnx_path: Path, threads: int):
-        ort = _require_ort()
-        so = ort.SessionOptions()
-        if threads > 0:
-            so.intra_op_num_threads = threads
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # No busy-waiting between batches: the pipeline warps, runs NMS and Selective Search workers
-        # between ORT calls, and spinning threads took those cores (folder of 4 photos, int8: 6.9 vs
-        # 7.2 s/image; the same regions/s within noise for back-to-back batches).
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        return ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+        return _require_ort().InferenceSession(str(onnx_path), session_options(threads),
+                                               providers=["CPUExecutionProvider"])
 
     @property
     def num_classes(self) -> int:
@@ -210,8 +218,8 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: Iterable[np.ndar
     # from one inception block to the next. The head -- the final linear layer, softmax and the embedded
     # ImageNet->DET mapping -- stays fp32 so probabilities keep their resolution, and so does the global
     # average pool feeding it (see _head_nodes). The LRNs' squares and window sums stay fp32 by default:
-    # quantising them too was 1.7x faster with export 3 (1.13x with export 4's channels-last LRN) but, with
-    # min/max ranges, BCCD test mAP fell 1.0 point below fp32
+    # quantising them too was 1.7x faster with export 3 (with export 4's channels-last LRN, no consistent
+    # gain) but, with min/max ranges, BCCD test mAP fell 1.0 point below fp32
     # (0.638 vs 0.648); with percentile ranges BCCD was fine (0.6505) but the 90 ILSVRC val2 images lost
     # 0.84 points (0.2763 vs 0.2847). Both beyond the 0.5-point tolerance; fp32 sums: README "Speed".
     quantize_static(str(pre), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
@@ -255,10 +263,12 @@ def _lrn_sum_nodes(onnx_path: Path) -> list[str]:
             return len(n.input) == 2 and n.input[0] == n.input[1]
         return n.op_type == "Pow" and n.input[1] in consts and consts[n.input[1]].size == 1 \
             and float(consts[n.input[1]]) == 2.0
+
     users: dict[str, list] = {}
     for n in graph.node:
         for i in n.input:
             users.setdefault(i, []).append(n)
+
     def after(node, types):  # the users of node's output of the given types, looking through Transposes
         found = []
         for u in users.get(node.output[0], []):

@@ -133,16 +133,12 @@ def profile_onnx(onnx_path: Path, regions: np.ndarray, batch: int = 8, threads: 
     """ONNX Runtime's own per-operator profile of a graph (``SessionOptions.enable_profiling``) over
     ``rounds`` batches of ``regions`` (float32 ``[N, 3, S, S]``), after 2 warm-up batches: regions/s and the
     share of kernel time per operator type and per node (as ORT optimised the graph: fused, NHWC, NCHWc)."""
-    import json as _json
-    import os as _os
+    import json
 
-    from .backends import _require_ort
+    from .backends import _require_ort, session_options
 
     ort = _require_ort()
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as OrtMember runs it
+    so = session_options(threads)  # as OrtMember runs it
     if denormals_zero:
         so.add_session_config_entry("session.set_denormal_as_zero", "1")
     with tempfile.TemporaryDirectory() as tmp:
@@ -159,7 +155,7 @@ def profile_onnx(onnx_path: Path, regions: np.ndarray, batch: int = 8, threads: 
             sess.run(None, {name: b})
             n += len(b)
         secs = time.perf_counter() - t0
-        trace = _json.loads(Path(sess.end_profiling()).read_text())
+        trace = json.loads(Path(sess.end_profiling()).read_text())
     by_op: dict[str, float] = {}
     by_node: dict[str, float] = {}
     for e in trace:
@@ -170,7 +166,7 @@ def profile_onnx(onnx_path: Path, regions: np.ndarray, batch: int = 8, threads: 
     total = sum(by_op.values()) or 1.0
     share = lambda d: dict(sorted(((k, v / total) for k, v in d.items()), key=lambda kv: -kv[1]))  # noqa: E731
     return {"graph": str(onnx_path), "threads": threads, "batch": batch, "regions": n,
-            "regions_per_s": n / secs, "denormals_zero": denormals_zero, "pid": _os.getpid(),
+            "regions_per_s": n / secs, "denormals_zero": denormals_zero,
             "op_share": share(by_op), "node_share": share(by_node)}
 
 
