@@ -28,6 +28,6 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=7.0"],
-        "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
+        "onnx": ["onnx>=1.15", "onnxruntime>=1.17", "numba>=0.59"],
     },
 )

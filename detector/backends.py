@@ -13,6 +13,7 @@ once; the key is stored next to the model (caches are honest: a changed source r
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -27,8 +28,7 @@ import torch
 from .cli import UserError
 
 __all__ = ["OrtMember", "export_onnx", "quantize_int8", "onnx_members", "state_digest", "bf16_supported", "int8_recipe",
-           "session_options",
-           "EXPORT_ATOL"]
+           "session_options", "lrn_specs", "split_at_lrns", "LRN_MODES", "EXPORT_ATOL"]
 
 log = logging.getLogger(__name__)
 
@@ -104,30 +104,170 @@ def session_options(threads: int = 0):
     return so
 
 
+LRN_MODES = ("fused", "graph")  # model.onnx_lrn: how ONNX members run GoogLeNet's LRNs (see OrtMember)
+
+
+def lrn_specs(member: torch.nn.Module) -> list[dict]:
+    """The LRN layers of a torch ``member`` in forward order, as the ONNX export names their nodes:
+    ``{"prefix": "/net/norm1/", "size", "alpha", "beta", "k"}`` (a ChannelLRN counts once, not with its
+    wrapped ``nn.LocalResponseNorm``)."""
+    from .classifier import ChannelLRN
+
+    out, wrapped = [], set()
+    for name, mod in member.named_modules():
+        if isinstance(mod, ChannelLRN):
+            lrn = mod.lrn
+            wrapped.add(f"{name}.lrn")
+        elif isinstance(mod, torch.nn.LocalResponseNorm) and name not in wrapped:
+            lrn = mod
+        else:
+            continue
+        out.append({"prefix": "/" + name.replace(".", "/") + "/", "size": int(lrn.size),
+                    "alpha": float(lrn.alpha), "beta": float(lrn.beta), "k": float(lrn.k)})
+    return out
+
+
+def split_at_lrns(model, specs: Sequence[dict]) -> tuple[list[bytes], list[dict]]:
+    """Cut an exported region-classifier graph (fp32 or int8 QDQ, ONNX ``ModelProto``) around its
+    channels-last LRNs (:class:`~detector.classifier.ChannelLRN` ``nhwc=True``, located by ``specs``' node-name
+    prefixes): ``len(specs) + 1`` serialised segments and, per LRN, what runs between two segments.
+
+    Segment ``i`` ends with LRN ``i``'s input ``[N, H, W, C]`` and segment ``i + 1`` starts from its output.
+    In the int8 graph both cuts are uint8: the input as the graph quantised it (its QuantizeLinear after the
+    LRN's transpose) and the output with the scale/zero point of the first QuantizeLinear after the LRN
+    (through Transposes and MaxPools, which commute with quantisation: ONNX Runtime itself moves that
+    quantisation before pool2). Each LRN dict: the spec plus ``"input"`` (the next segment's input name) and
+    ``"in_q"`` / ``"out_q"`` (``(scale, zero_point)``, None in fp32)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = copy.deepcopy(model)
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    nodes = {n.name: n for n in g.node}
+    users: dict[str, list] = {}
+    for n in g.node:
+        for i in n.input:
+            users.setdefault(i, []).append(n)
+    shapes = {v.name: v.type.tensor_type.shape
+              for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
+
+    def scalar(name: str):
+        if name not in inits or numpy_helper.to_array(inits[name]).size != 1:
+            raise RuntimeError(f"LRN split: {name} is not a per-tensor quantisation constant")
+        return numpy_helper.to_array(inits[name]).item()
+
+    def quant(node) -> tuple[float, int]:
+        return float(scalar(node.input[1])), int(scalar(node.input[2]))
+
+    cuts, lrns = [g.input[0].name], []
+    for spec in specs:
+        p = spec["prefix"]
+        first, last = nodes.get(p + "Transpose"), nodes.get(p + "Transpose_1")
+        if first is None or last is None or first.op_type != "Transpose" or last.op_type != "Transpose":
+            raise RuntimeError(f"LRN split: no channels-last LRN at {p} in this graph (an older export?); "
+                               "set model.onnx_lrn=graph or clear the ONNX cache")
+        t_in, t_out = first.output[0], last.input[0]
+        q_in = [u for u in users.get(t_in, []) if u.op_type == "QuantizeLinear"]
+        dims = [d.dim_param or d.dim_value or None for d in shapes[t_in].dim] if t_in in shapes else None
+        new_in = p + "lrn_output"
+        lrn = dict(spec, input=new_in, in_q=None, out_q=None)
+        if q_in:  # int8 graph
+            frontier, q_out = [last], None
+            while frontier and q_out is None:
+                for u in users.get(frontier.pop(0).output[0], []):
+                    if u.op_type == "QuantizeLinear":
+                        q_out = u
+                        break
+                    if u.op_type in ("Transpose", "MaxPool"):
+                        frontier.append(u)
+            if q_out is None:
+                raise RuntimeError(f"LRN split: the int8 graph does not quantise the output of {p}")
+            lrn["in_q"], lrn["out_q"] = quant(q_in[0]), quant(q_out)
+            cuts += [q_in[0].output[0], new_in]
+            g.input.append(helper.make_tensor_value_info(new_in, TensorProto.UINT8, dims))
+            g.node.append(helper.make_node("DequantizeLinear", [new_in, q_out.input[1], q_out.input[2]],
+                                           [new_in + "_dq"], name=p + "lrn_output_dq"))
+            last.input[0] = new_in + "_dq"
+        else:
+            cuts += [t_in, new_in]
+            g.input.append(helper.make_tensor_value_info(new_in, TensorProto.FLOAT, dims))
+            last.input[0] = new_in
+        lrns.append(lrn)
+    cuts.append(g.output[0].name)
+    segments = [_extract(model, cuts[i], cuts[i + 1]) for i in range(0, len(cuts), 2)]
+    return segments, lrns
+
+
+def _extract(model, inp: str, out: str) -> bytes:
+    """The nodes of ``model`` computing ``out`` from ``inp`` alone (and constants), as a serialised model;
+    an error if they need any other graph input (the cut would not separate the graph)."""
+    from onnx import TensorProto, helper
+
+    g = model.graph
+    producer = {o: n for n in g.node for o in n.output}
+    inits = {i.name: i for i in g.initializer}
+    inputs = {v.name: v for v in g.input}
+    keep, stack, seen = {}, [out], set()
+    while stack:
+        t = stack.pop()
+        if t in seen or t == inp or t in inits or not t:
+            continue
+        seen.add(t)
+        if t not in producer:
+            raise RuntimeError(f"LRN split: the segment {inp} -> {out} also needs {t}")
+        n = producer[t]
+        keep[id(n)] = n
+        stack += list(n.input)
+    order = {id(n): i for i, n in enumerate(g.node)}
+    body = sorted(keep.values(), key=lambda n: order[id(n)])
+    used = {i for n in body for i in n.input}
+    out_type = (TensorProto.UINT8 if producer[out].op_type == "QuantizeLinear"
+                else TensorProto.FLOAT)
+    outputs = [o for o in g.output if o.name == out] or [helper.make_tensor_value_info(out, out_type, None)]
+    seg = helper.make_graph(body, f"segment_{inp}", [inputs[inp]], outputs,
+                            [inits[i] for i in sorted(used) if i in inits])
+    m = helper.make_model(seg, opset_imports=model.opset_import, ir_version=model.ir_version)
+    return m.SerializeToString()
+
+
 class OrtMember:
     """An ONNX Runtime session standing in for a :class:`~detector.classifier.RegionClassifier`:
-    same ``classes``, ``class_names``, ``preprocess``, ``source``; ``__call__(x [n,3,S,S]) -> [n, K+1]``."""
+    same ``classes``, ``class_names``, ``preprocess``, ``source``; ``__call__(x [n,3,S,S]) -> [n, K+1]``.
 
-    def __init__(self, onnx_path: Path, like, threads: int = 0, label: str = "onnx") -> None:
-        self.path, self.threads = Path(onnx_path), threads
-        self.session = self._session(self.path, threads)
-        self.input_name = self.session.get_inputs()[0].name
+    ``lrn`` (from :func:`lrn_specs`, ``model.onnx_lrn=fused``): the graph is cut around its LRNs
+    (:func:`split_at_lrns`) and each LRN runs as one fused kernel (:mod:`detector.lrn_kernels`) between
+    ONNX Runtime sessions, on uint8 in the int8 graph; same numbers as the whole graph to fp32 rounding.
+    None or empty: the whole graph in one session."""
+
+    def __init__(self, onnx_path: Path, like, threads: int = 0, label: str = "onnx",
+                 lrn: Sequence[dict] | None = None) -> None:
+        self.path, self.threads, self.lrn_spec = Path(onnx_path), threads, list(lrn or [])
+        self._open()
         self.classes, self.class_names = like.classes, like.class_names
         self.preprocess = like.preprocess
-        self.source = f"{like.source} [{label}: {onnx_path.name}]"
+        self.source = f"{like.source} [{label}: {onnx_path.name}{', LRN fused' if self.lrn_spec else ''}]"
 
-    # Pickled without the session, which is opened again from ``path`` (e.g. in an image-worker process).
+    def _open(self) -> None:
+        ort = _require_ort()
+        if self.lrn_spec:
+            import onnx
+
+            from . import lrn_kernels  # noqa: F401 - fails early, with the install hint, without numba
+            segments, self.lrns = split_at_lrns(onnx.load(str(self.path)), self.lrn_spec)
+        else:
+            segments, self.lrns = [str(self.path)], []
+        opts = session_options(self.threads)
+        self.sessions = [ort.InferenceSession(s, opts, providers=["CPUExecutionProvider"]) for s in segments]
+        self.input_name = self.sessions[0].get_inputs()[0].name
+
+    # Pickled without the sessions, which are opened again from ``path`` (e.g. in an image-worker process).
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "session"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("sessions", "lrns")}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self.session = self._session(self.path, self.threads)
-
-    @staticmethod
-    def _session(onnx_path: Path, threads: int):
-        return _require_ort().InferenceSession(str(onnx_path), session_options(threads),
-                                               providers=["CPUExecutionProvider"])
+        self._open()
 
     @property
     def num_classes(self) -> int:
@@ -140,17 +280,27 @@ class OrtMember:
     def to(self, *args, **kwargs):
         return self
 
+    def run_lrn(self, i: int, a: np.ndarray) -> np.ndarray:
+        """LRN ``i`` of the split graph on the previous segment's output ``a`` (``[N, H, W, C]``)."""
+        from .lrn_kernels import lrn_nhwc, lrn_nhwc_u8
+
+        lrn = self.lrns[i]
+        args = (lrn["size"], lrn["alpha"], lrn["beta"], lrn["k"])
+        if lrn["in_q"] is None:
+            return lrn_nhwc(a, *args, threads=self.threads)
+        return lrn_nhwc_u8(a, *args, *lrn["in_q"], *lrn["out_q"], threads=self.threads)
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        arr = np.ascontiguousarray(x.detach().float().contiguous().numpy())
-        (probs,) = self.session.run(None, {self.input_name: arr})
-        return torch.from_numpy(probs)
+        a = np.ascontiguousarray(x.detach().float().contiguous().numpy())
+        (a,) = self.sessions[0].run(None, {self.input_name: a})
+        for i, sess in enumerate(self.sessions[1:]):
+            (a,) = sess.run(None, {self.lrns[i]["input"]: self.run_lrn(i, a)})
+        return torch.from_numpy(a)
 
 
 def export_onnx(member, path: Path, size: int = 224, check_inputs: torch.Tensor | None = None) -> Path:
     """Export ``member`` (input ``[n, 3, size, size]`` -> probabilities) to ``path`` and check the outputs
     against torch on ``check_inputs`` (default: 4 random images in the network's value range)."""
-    import copy
-
     from .classifier import fast_lrn
 
     _require_ort()
@@ -286,13 +436,16 @@ def _lrn_sum_nodes(onnx_path: Path) -> list[str]:
 
 def onnx_members(members: Sequence, backend: str, cache_dir: Path, threads: int = 0,
                  calibration: Sequence[np.ndarray] | None = None, size: int = 224,
-                 recipe: dict | None = None) -> list[OrtMember]:
+                 recipe: dict | None = None, lrn: str = "fused") -> list[OrtMember]:
     """ONNX Runtime stand-ins for torch ``members`` (``backend`` "onnx" or "onnx_int8"), exported and
     quantised on first use (with ``recipe``, default :data:`INT8_RECIPE`) into ``cache_dir`` (keyed by each
-    member's weights digest, and for int8 by the recipe and the calibration regions)."""
+    member's weights digest, and for int8 by the recipe and the calibration regions). ``lrn``: "fused" runs
+    the LRNs as fused kernels between graph segments, "graph" as the graph's own operators (:class:`OrtMember`);
+    the cached graphs are the same either way."""
     if backend not in ("onnx", "onnx_int8"):
         raise ValueError(f"not an onnx backend: {backend}")
     recipe = recipe or INT8_RECIPE
+    check_lrn_mode(lrn, recipe if backend == "onnx_int8" else None)
     out = []
     for m in members:
         digest = state_digest(m)[:16]
@@ -316,8 +469,24 @@ def onnx_members(members: Sequence, backend: str, cache_dir: Path, threads: int 
             path = cache_dir / f"{digest}_int8_{cal.hexdigest()[:12]}.onnx"
             if stale or not path.is_file():
                 quantize_int8(fp32, path, calibration, recipe)
-        out.append(OrtMember(path, m, threads, backend))
+        out.append(OrtMember(path, m, threads, backend, lrn_specs(m) if lrn == "fused" else None))
     return out
+
+
+def check_lrn_mode(lrn: str, recipe: dict | None = None) -> None:
+    """A clear error for an unknown ``model.onnx_lrn``, for ``fused`` without numba, and for ``fused`` with
+    the int8 recipe that quantises the LRN sums (the fused kernel computes them exactly, so it would not be
+    that recipe; and the recipe existed only for speed)."""
+    if lrn not in LRN_MODES:
+        raise UserError(f"model.onnx_lrn must be one of {list(LRN_MODES)}, not {lrn!r}")
+    if lrn != "fused":
+        return
+    if recipe is not None and recipe["lrn_sums"] != "fp32":
+        raise UserError("model.int8_lrn_sums=int8 quantises the LRN inside the graph: it needs model.onnx_lrn=graph")
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        raise UserError("model.onnx_lrn=fused needs numba: pip install -e '.[onnx]' (or set model.onnx_lrn=graph)")
 
 
 def default_cache_dir() -> Path:
@@ -352,13 +521,14 @@ def calibration_regions(pre, warp_cfg, images: Sequence[np.ndarray] | None = Non
 
 
 def convert_members(members: Sequence, backend: str, warp_cfg, threads: int = 0,
-                    cache_dir: Path | None = None, recipe: dict | None = None) -> list:
+                    cache_dir: Path | None = None, recipe: dict | None = None, lrn: str = "fused") -> list:
     """``members`` for ``backend``: unchanged for torch backends, ONNX Runtime sessions for onnx/onnx_int8
-    (int8 with ``recipe``, default :data:`INT8_RECIPE`)."""
+    (int8 with ``recipe``, default :data:`INT8_RECIPE`; LRNs run as ``lrn``, :func:`onnx_members`)."""
     if backend not in ("onnx", "onnx_int8"):
         return list(members)
     from .config import WarpConfig
+    check_lrn_mode(lrn, (recipe or INT8_RECIPE) if backend == "onnx_int8" else None)  # before calibrating
     warp_cfg = warp_cfg or WarpConfig()
     calib = calibration_regions(members[0].preprocess, warp_cfg) if backend == "onnx_int8" else None
     return onnx_members(members, backend, cache_dir or default_cache_dir(), threads, calib, warp_cfg.size,
-                        recipe)
+                        recipe, lrn)

@@ -360,7 +360,7 @@ def build_classifier(cfg: ModelConfig, warp_cfg: WarpConfig | None = None,
     if cfg.backend.startswith("onnx"):
         from .backends import convert_members, int8_recipe
         members = convert_members(members, cfg.backend, warp_cfg, cfg.threads,
-                                  recipe=int8_recipe(cfg.int8_lrn_sums, cfg.int8_calibration))
+                                  recipe=int8_recipe(cfg.int8_lrn_sums, cfg.int8_calibration), lrn=cfg.onnx_lrn)
     ens = Ensemble(members, batch_size=cfg.batch_size, channels_last=cfg.channels_last, backend=cfg.backend)
     log.info("region classifier: %d member(s), %d classes, batch %d, %d thread(s), channels_last=%s, %s",
              len(members), ens.num_classes, cfg.batch_size, torch.get_num_threads(), cfg.channels_last,

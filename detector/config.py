@@ -89,6 +89,9 @@ class ModelConfig:
     # the LRNs' squares and window sums in fp32 (accurate, the default) or int8 (faster, lost up to 1 mAP point)
     int8_lrn_sums: str = "fp32"
     int8_calibration: str = "minmax"  # minmax | percentile (99.999th; ~16 GiB while calibrating at 224x224)
+    # onnx and onnx_int8: the LRNs as one fused kernel each between graph segments (fused; needs numba, in the
+    # [onnx] extra) or as the graph's own operators (graph); same numbers (detector/backends.py OrtMember)
+    onnx_lrn: str = "fused"
 
 
 @dataclass

@@ -139,8 +139,14 @@ def test_int8_recipe_from_config(tmp_path):
     m = _member(tiny=True)
     a = [(torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(2)) * 255 - 120).numpy()]
     onnx_members([m], "onnx_int8", tmp_path, calibration=a, size=32)
-    onnx_members([m], "onnx_int8", tmp_path, calibration=a, size=32, recipe=int8_recipe(lrn_sums="int8"))
+    onnx_members([m], "onnx_int8", tmp_path, calibration=a, size=32, recipe=int8_recipe(lrn_sums="int8"),
+                 lrn="graph")
     assert len(list(tmp_path.glob("*_int8_*.onnx"))) == 2  # another recipe, another graph (not the cached one)
+    # the fused LRN kernel computes the sums exactly: it cannot stand for the int8-sums recipe
+    with pytest.raises(UserError, match="needs model.onnx_lrn=graph"):
+        onnx_members([m], "onnx_int8", tmp_path, calibration=a, size=32, recipe=int8_recipe(lrn_sums="int8"))
+    with pytest.raises(UserError, match="onnx_lrn must be one of"):
+        onnx_members([m], "onnx", tmp_path, size=32, lrn="kernel")
 
 
 def test_split_classification_with_onnx_members_equals_eager(tmp_path):
@@ -176,3 +182,41 @@ def test_profile_onnx_shares_add_up(tmp_path):
     assert r["regions"] == 4 + 2 + 4 and r["regions_per_s"] > 0
     assert abs(sum(r["op_share"].values()) - 1) < 1e-9 and abs(sum(r["node_share"].values()) - 1) < 1e-9
     assert "Conv" in r["op_share"] and list(r["op_share"].values()) == sorted(r["op_share"].values(), reverse=True)
+
+
+def test_fused_lrn_runs_the_same_network(tmp_path):
+    """model.onnx_lrn=fused: the graph cut around its two LRNs, each run by the fused kernel between ONNX
+    Runtime sessions (uint8 at the cuts in int8), gives the whole graph's probabilities; and survives pickling
+    (image workers)."""
+    pytest.importorskip("numba")
+    import pickle
+
+    import onnx
+
+    from detector.backends import lrn_specs, split_at_lrns
+
+    m = _member()
+    assert [s["prefix"] for s in lrn_specs(m)] == ["/net/norm1/", "/net/norm2/"]
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(5, 3, 64, 64, generator=g) * 255 - 120
+    with torch.no_grad():
+        ref = m(x).numpy()
+    [fused] = onnx_members([m], "onnx", tmp_path, size=64)
+    [whole] = onnx_members([m], "onnx", tmp_path, size=64, lrn="graph")
+    assert len(fused.sessions) == 3 and len(whole.sessions) == 1 and "LRN fused" in fused.source
+    np.testing.assert_allclose(fused(x).numpy(), ref, atol=1e-5)
+    np.testing.assert_allclose(fused(x).numpy(), whole(x).numpy(), atol=1e-6)
+
+    q = quantize_int8(fused.path, tmp_path / "q.onnx", [x.numpy()])
+    q_whole, q_fused = OrtMember(q, m), OrtMember(q, m, lrn=lrn_specs(m))
+    # the cuts are the int8 graph's own uint8 tensors, channels-last
+    outs = [s.get_outputs()[0] for s in q_fused.sessions[:2]]
+    assert [o.type for o in outs] == ["tensor(uint8)"] * 2
+    assert [lrn["in_q"] is not None and lrn["out_q"] is not None for lrn in q_fused.lrns] == [True, True]
+    a, b = q_whole(x).numpy(), q_fused(x).numpy()
+    assert np.abs(a - b).max() < 0.02 and (a.argmax(1) == b.argmax(1)).all()  # one rounding step at most
+    again = pickle.loads(pickle.dumps(q_fused))
+    np.testing.assert_array_equal(again(x).numpy(), b)
+
+    with pytest.raises(RuntimeError, match="no channels-last LRN at /net/norm9/"):
+        split_at_lrns(onnx.load(str(q)), [{**lrn_specs(m)[0], "prefix": "/net/norm9/"}])

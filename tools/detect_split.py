@@ -132,7 +132,8 @@ def _classify(args, cfg, dataset, members, warp, names):
             imgs = [read_image(p) for p in args.calibrate_on] or None
             calib = calibration_regions(members[0].preprocess, warp, imgs)
         recipe = int8_recipe(cfg.model.int8_lrn_sums, cfg.model.int8_calibration)  # --set model.int8_...
-        nets = onnx_members(members, args.backend, default_cache_dir(), args.threads, calib, warp.size, recipe)
+        nets = onnx_members(members, args.backend, default_cache_dir(), args.threads, calib, warp.size, recipe,
+                            cfg.model.onnx_lrn)
         is_probs = True
     with tqdm(total=total, desc="regions", unit="reg", dynamic_ncols=True) as bar:
         probs = classify_split(dataset.records, proposals, nets, members[0].preprocess, warp, args.batch_size,

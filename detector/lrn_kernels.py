@@ -1,0 +1,139 @@
+"""GoogLeNet's local response normalisation as one fused, channels-last CPU kernel (numba).
+
+``b_c = a_c * (k + alpha / n * sum_{c' = c - n//2 .. c + (n-1)//2} a_{c'}^2) ^ -beta`` (torch's and Caffe's
+LRN across channels), for ``[N, H, W, C]`` arrays: one pass over the data instead of the seven ONNX
+operators (square, band product, add, two square roots, two divisions) ONNX Runtime runs one after another,
+each reading and writing the whole fp32 activation (on the int8 graph those steps, with the dequantisation
+feeding them, were ~40% of the time: README "Speed").
+
+* :func:`lrn_nhwc`: fp32 in, fp32 out (the ONNX fp32 graph's LRN).
+* :func:`lrn_nhwc_u8`: uint8 in, uint8 out, for the int8 graph: the input is dequantised with the graph's
+  own scale/zero point, the window sums of squares are exact integers, the LRN runs in fp32 and the output
+  is quantised with the scale/zero point the graph quantises the LRN's output with, rounding half to even
+  like ONNX's QuantizeLinear. So the numbers are the int8 graph's own, to fp32 rounding (a value lying on a
+  rounding boundary may land one step away).
+
+``beta == 0.75`` (GoogLeNet's) is computed as ``rsqrt(t) * sqrt(rsqrt(t))``, any other beta with ``pow``.
+Kernels are compiled on first use (about a second each) and cached by numba next to this file when it
+is writable. ``threads`` sets numba's thread count for the call (0: all of numba's threads).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+try:
+    import numba
+    from numba import njit, prange
+except ImportError as e:  # pragma: no cover - numba ships with the [onnx] extra
+    raise ImportError("the fused LRN kernel needs numba: pip install -e '.[onnx]'") from e
+
+__all__ = ["lrn_nhwc", "lrn_nhwc_u8"]
+
+# Every fast-math flag except reassociation, which would fold away the (v + 1.5 * 2^23) - 1.5 * 2^23
+# round-half-to-even below; float32 throughout (a Python float constant would promote the loop to float64).
+_FASTMATH = {"nnan", "ninf", "nsz", "arcp", "contract", "afn"}
+_PIXELS_PER_TASK = 64
+
+
+@njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _lrn_f32(x, out, n, scale, k, beta):  # pragma: no cover - compiled
+    pixels, channels = x.shape
+    lo = n // 2
+    one = np.float32(1.0)
+    for task in prange((pixels + _PIXELS_PER_TASK - 1) // _PIXELS_PER_TASK):
+        sq = np.zeros(channels + n - 1, np.float32)  # squares, zero-padded by the window's half-widths
+        s = np.empty(channels, np.float32)
+        for p in range(task * _PIXELS_PER_TASK, min(pixels, (task + 1) * _PIXELS_PER_TASK)):
+            xp = x[p]
+            for c in range(channels):
+                sq[c + lo] = xp[c] * xp[c]
+            s[:] = 0
+            for j in range(n):
+                for c in range(channels):
+                    s[c] += sq[c + j]
+            op = out[p]
+            if beta == 0.75:
+                for c in range(channels):
+                    r = one / np.sqrt(k + scale * s[c])
+                    op[c] = xp[c] * r * np.sqrt(r)
+            else:
+                for c in range(channels):
+                    op[c] = xp[c] * (k + scale * s[c]) ** -beta
+
+
+@njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _lrn_u8(q, out, n, scale, k, beta, sx, zx, sy, zy):  # pragma: no cover - compiled
+    pixels, channels = q.shape
+    lo = n // 2
+    one = np.float32(1.0)
+    magic = np.float32(12582912.0)  # 1.5 * 2^23: (v + magic) - magic rounds v half to even
+    low, high = np.float32(0) - np.float32(zy), np.float32(255) - np.float32(zy)
+    zyf = np.float32(zy)
+    s2 = scale * sx * sx  # alpha / n times the square of the input's scale: the sums stay integers
+    for task in prange((pixels + _PIXELS_PER_TASK - 1) // _PIXELS_PER_TASK):
+        sq = np.zeros(channels + n - 1, np.int32)
+        s = np.empty(channels, np.int32)
+        xs = np.empty(channels, np.float32)
+        f = np.empty(channels, np.float32)
+        for p in range(task * _PIXELS_PER_TASK, min(pixels, (task + 1) * _PIXELS_PER_TASK)):
+            qp = q[p]
+            for c in range(channels):
+                v = np.int32(qp[c]) - zx
+                xs[c] = np.float32(v) * sx
+                sq[c + lo] = v * v
+            s[:] = 0
+            for j in range(n):
+                for c in range(channels):
+                    s[c] += sq[c + j]
+            if beta == 0.75:
+                for c in range(channels):
+                    r = one / np.sqrt(k + s2 * np.float32(s[c]))
+                    f[c] = r * np.sqrt(r)
+            else:
+                for c in range(channels):
+                    f[c] = (k + s2 * np.float32(s[c])) ** -beta
+            op = out[p]
+            for c in range(channels):
+                v = xs[c] * f[c] / sy
+                v = (v + magic) - magic
+                op[c] = np.uint8(np.int32(min(max(v, low), high) + zyf))
+
+
+def _check(x: np.ndarray, dtype, size: int) -> np.ndarray:
+    if x.ndim != 4 or x.dtype != dtype:
+        raise ValueError(f"LRN kernel: expected a 4-d [N, H, W, C] {np.dtype(dtype).name} array, got "
+                         f"{x.dtype} {x.shape}")
+    if size < 1:
+        raise ValueError(f"LRN size must be >= 1, not {size}")
+    return np.ascontiguousarray(x)
+
+
+def _threads(threads: int) -> None:
+    numba.set_num_threads(threads if 0 < threads <= numba.config.NUMBA_NUM_THREADS
+                          else numba.config.NUMBA_NUM_THREADS)
+
+
+def lrn_nhwc(x: np.ndarray, size: int, alpha: float, beta: float, k: float, threads: int = 0) -> np.ndarray:
+    """LRN across the last axis of ``x`` (float32 ``[N, H, W, C]``); a new float32 array of that shape."""
+    x = _check(x, np.float32, size)
+    out = np.empty_like(x)
+    _threads(threads)
+    c = x.shape[-1]
+    _lrn_f32(x.reshape(-1, c), out.reshape(-1, c), size, np.float32(alpha / size), np.float32(k),
+             np.float32(beta))
+    return out
+
+
+def lrn_nhwc_u8(q: np.ndarray, size: int, alpha: float, beta: float, k: float, in_scale: float,
+                in_zero: int, out_scale: float, out_zero: int, threads: int = 0) -> np.ndarray:
+    """LRN of the uint8 ``[N, H, W, C]`` ``q`` (value ``(q - in_zero) * in_scale``), quantised to uint8 with
+    ``out_scale`` / ``out_zero``: ``clip(round_half_even(lrn / out_scale) + out_zero, 0, 255)``."""
+    q = _check(q, np.uint8, size)
+    if not (in_scale > 0 and out_scale > 0):
+        raise ValueError(f"LRN kernel: quantisation scales must be > 0 (got {in_scale}, {out_scale})")
+    out = np.empty_like(q)
+    _threads(threads)
+    c = q.shape[-1]
+    _lrn_u8(q.reshape(-1, c), out.reshape(-1, c), size, np.float32(alpha / size), np.float32(k),
+            np.float32(beta), np.float32(in_scale), np.int32(in_zero), np.float32(out_scale), np.int32(out_zero))
+    return out
