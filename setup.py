@@ -25,9 +25,10 @@ setup(
         "tqdm>=4.60",
         "matplotlib>=3.7",
         "Pillow>=9.0",
+        "numba>=0.59",  # the fused LRN kernel (detector/lrn_kernels.py)
     ],
     extras_require={
         "test": ["pytest>=7.0"],
-        "onnx": ["onnx>=1.15", "onnxruntime>=1.17", "numba>=0.59"],
+        "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
     },
 )

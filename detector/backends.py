@@ -28,7 +28,7 @@ import torch
 from .cli import UserError
 
 __all__ = ["OrtMember", "export_onnx", "quantize_int8", "onnx_members", "state_digest", "bf16_supported", "int8_recipe",
-           "session_options", "lrn_specs", "split_at_lrns", "LRN_MODES", "EXPORT_ATOL"]
+           "session_options", "lrn_specs", "split_at_lrns", "open_segments", "run_lrn", "LRN_MODES", "EXPORT_ATOL"]
 
 log = logging.getLogger(__name__)
 
@@ -249,16 +249,7 @@ class OrtMember:
         self.source = f"{like.source} [{label}: {onnx_path.name}{', LRN fused' if self.lrn_spec else ''}]"
 
     def _open(self) -> None:
-        ort = _require_ort()
-        if self.lrn_spec:
-            import onnx
-
-            from . import lrn_kernels  # noqa: F401 - fails early, with the install hint, without numba
-            segments, self.lrns = split_at_lrns(onnx.load(str(self.path)), self.lrn_spec)
-        else:
-            segments, self.lrns = [str(self.path)], []
-        opts = session_options(self.threads)
-        self.sessions = [ort.InferenceSession(s, opts, providers=["CPUExecutionProvider"]) for s in segments]
+        self.sessions, self.lrns = open_segments(self.path, session_options(self.threads), self.lrn_spec)
         self.input_name = self.sessions[0].get_inputs()[0].name
 
     # Pickled without the sessions, which are opened again from ``path`` (e.g. in an image-worker process).
@@ -280,22 +271,37 @@ class OrtMember:
     def to(self, *args, **kwargs):
         return self
 
-    def run_lrn(self, i: int, a: np.ndarray) -> np.ndarray:
-        """LRN ``i`` of the split graph on the previous segment's output ``a`` (``[N, H, W, C]``)."""
-        from .lrn_kernels import lrn_nhwc, lrn_nhwc_u8
-
-        lrn = self.lrns[i]
-        args = (lrn["size"], lrn["alpha"], lrn["beta"], lrn["k"])
-        if lrn["in_q"] is None:
-            return lrn_nhwc(a, *args, threads=self.threads)
-        return lrn_nhwc_u8(a, *args, *lrn["in_q"], *lrn["out_q"], threads=self.threads)
-
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         a = np.ascontiguousarray(x.detach().float().contiguous().numpy())
         (a,) = self.sessions[0].run(None, {self.input_name: a})
-        for i, sess in enumerate(self.sessions[1:]):
-            (a,) = sess.run(None, {self.lrns[i]["input"]: self.run_lrn(i, a)})
+        for lrn, sess in zip(self.lrns, self.sessions[1:]):
+            (a,) = sess.run(None, {lrn["input"]: run_lrn(lrn, a, self.threads)})
         return torch.from_numpy(a)
+
+
+def open_segments(onnx_path: Path, options, lrn: Sequence[dict] | None = None) -> tuple[list, list[dict]]:
+    """ONNX Runtime sessions (with ``options``) for the graph at ``onnx_path``: one for the whole graph, or
+    with ``lrn`` specs one per segment of :func:`split_at_lrns` and the LRNs between them."""
+    ort = _require_ort()
+    if lrn:
+        import onnx
+
+        from . import lrn_kernels  # noqa: F401 - fails early, with the install hint, without numba
+        segments, lrns = split_at_lrns(onnx.load(str(onnx_path)), lrn)
+    else:
+        segments, lrns = [str(onnx_path)], []
+    return [ort.InferenceSession(s, options, providers=["CPUExecutionProvider"]) for s in segments], lrns
+
+
+def run_lrn(lrn: dict, a: np.ndarray, threads: int = 0) -> np.ndarray:
+    """One LRN of :func:`split_at_lrns` on the previous segment's output ``a`` (``[N, H, W, C]``, uint8 when
+    the LRN has quantisation parameters, else float32)."""
+    from .lrn_kernels import lrn_nhwc, lrn_nhwc_u8
+
+    args = (lrn["size"], lrn["alpha"], lrn["beta"], lrn["k"])
+    if lrn["in_q"] is None:
+        return lrn_nhwc(a, *args, threads=threads)
+    return lrn_nhwc_u8(a, *args, *lrn["in_q"], *lrn["out_q"], threads=threads)
 
 
 def export_onnx(member, path: Path, size: int = 224, check_inputs: torch.Tensor | None = None) -> Path:
@@ -486,7 +492,7 @@ def check_lrn_mode(lrn: str, recipe: dict | None = None) -> None:
     try:
         import numba  # noqa: F401
     except ImportError:
-        raise UserError("model.onnx_lrn=fused needs numba: pip install -e '.[onnx]' (or set model.onnx_lrn=graph)")
+        raise UserError("model.onnx_lrn=fused needs numba (a dependency): pip install -e . (or set model.onnx_lrn=graph)")
 
 
 def default_cache_dir() -> Path:

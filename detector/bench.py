@@ -129,44 +129,64 @@ def bench_folder_workers(classifier: Ensemble, cfg, paths: Sequence[Path], worke
 
 
 def profile_onnx(onnx_path: Path, regions: np.ndarray, batch: int = 8, threads: int = 2, rounds: int = 8,
-                 denormals_zero: bool = False) -> dict:
+                 denormals_zero: bool = False, lrn: Sequence[dict] | None = None) -> dict:
     """ONNX Runtime's own per-operator profile of a graph (``SessionOptions.enable_profiling``) over
-    ``rounds`` batches of ``regions`` (float32 ``[N, 3, S, S]``), after 2 warm-up batches: regions/s and the
-    share of kernel time per operator type and per node (as ORT optimised the graph: fused, NHWC, NCHWc)."""
+    ``rounds`` batches of ``regions`` (float32 ``[N, 3, S, S]``), after 2 warm-up batches (left out of the
+    shares too: they include numba's first compile): regions/s and the
+    share of kernel time per operator type and per node (as ORT optimised the graph: fused, NHWC, NCHWc).
+    With ``lrn`` specs (:func:`detector.backends.lrn_specs`) the graph runs as OrtMember runs it with
+    ``model.onnx_lrn=fused``: segments, and the fused LRN kernels between them, timed here as operator
+    ``FusedLRN`` (node ``<prefix>fused``)."""
     import json
 
-    from .backends import _require_ort, session_options
+    from .backends import open_segments, run_lrn, session_options
 
-    ort = _require_ort()
     so = session_options(threads)  # as OrtMember runs it
     if denormals_zero:
         so.add_session_config_entry("session.set_denormal_as_zero", "1")
+    by_op: dict[str, float] = {}
+    by_node: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         so.enable_profiling = True
         so.profile_file_prefix = str(Path(tmp) / "ort")
-        sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
-        name = sess.get_inputs()[0].name
+        sessions, lrns = open_segments(onnx_path, so, lrn)
+        name = sessions[0].get_inputs()[0].name
         batches = [np.ascontiguousarray(regions[i:i + batch], np.float32) for i in range(0, len(regions), batch)]
+
+        def forward(b, timed: bool) -> None:
+            (a,) = sessions[0].run(None, {name: b})
+            for spec, sess in zip(lrns, sessions[1:]):
+                t = time.perf_counter()
+                a = run_lrn(spec, a, threads)
+                if timed:
+                    us = (time.perf_counter() - t) * 1e6
+                    by_op["FusedLRN"] = by_op.get("FusedLRN", 0.0) + us
+                    by_node[spec["prefix"] + "fused"] = by_node.get(spec["prefix"] + "fused", 0.0) + us
+                (a,) = sess.run(None, {spec["input"]: a})
+
         for b in batches[:2]:
-            sess.run(None, {name: b})
+            forward(b, False)
         n, t0 = 0, time.perf_counter()
         for r in range(rounds):
             b = batches[r % len(batches)]
-            sess.run(None, {name: b})
+            forward(b, True)
             n += len(b)
         secs = time.perf_counter() - t0
-        trace = json.loads(Path(sess.end_profiling()).read_text())
-    by_op: dict[str, float] = {}
-    by_node: dict[str, float] = {}
-    for e in trace:
-        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
-            by_op[e["args"]["op_name"]] = by_op.get(e["args"]["op_name"], 0.0) + e["dur"]
+        traces = [json.loads(Path(s.end_profiling()).read_text()) for s in sessions]
+    warm = {}  # the warm-up runs are in ORT's trace too: count only the timed rounds of each node
+    for trace in traces:
+        events = [e for e in trace if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")]
+        for e in events:
             node = e["name"][:-len("_kernel_time")]
+            warm[node] = warm.get(node, 0) + 1
+            if warm[node] <= 2:  # each node runs once per batch
+                continue
+            by_op[e["args"]["op_name"]] = by_op.get(e["args"]["op_name"], 0.0) + e["dur"]
             by_node[node] = by_node.get(node, 0.0) + e["dur"]
     total = sum(by_op.values()) or 1.0
     share = lambda d: dict(sorted(((k, v / total) for k, v in d.items()), key=lambda kv: -kv[1]))  # noqa: E731
     return {"graph": str(onnx_path), "threads": threads, "batch": batch, "regions": n,
-            "regions_per_s": n / secs, "denormals_zero": denormals_zero,
+            "regions_per_s": n / secs, "denormals_zero": denormals_zero, "lrn_fused": bool(lrns),
             "op_share": share(by_op), "node_share": share(by_node)}
 
 

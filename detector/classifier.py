@@ -17,6 +17,7 @@ independently of the number of proposals), optionally in channels-last memory fo
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import dataclass, field
@@ -40,23 +41,40 @@ log = logging.getLogger(__name__)
 BACKENDS = ("eager", "bf16", "onnx", "onnx_int8")  # onnx*: detector/backends.py (pip install .[onnx])
 
 
-class ChannelLRN(nn.Module):
-    """``nn.LocalResponseNorm`` computed for inference: same numbers (to float rounding), ~2x less time.
+@functools.lru_cache(maxsize=1)
+def _lrn_kernel():
+    """:func:`detector.lrn_kernels.lrn_nhwc`, or None (logged once) when numba cannot be imported."""
+    try:
+        from .lrn_kernels import lrn_nhwc
+    except ImportError as e:
+        log.warning("fused LRN kernel unavailable (%s): LRNs run as torch operators, ~25%% slower", e)
+        return None
+    return lrn_nhwc
 
-    torch's LRN sums the squares over the channel window with a 5-D ``avg_pool3d`` and raises to
-    ``-beta`` with ``pow``; on this CPU that was ~37% of a channels-last GoogLeNet forward. Here the
-    window sum is a 1x1 convolution with a fixed banded 0/1 matrix (oneDNN, any memory format) and
-    ``s^-0.75 = rsqrt(s) * rsqrt(sqrt(s))``:
+
+class ChannelLRN(nn.Module):
+    """``nn.LocalResponseNorm`` computed for inference: same numbers (to float rounding), less time.
+
     ``b_c = a_c * (k + alpha / n * sum_{c' = c - n//2 .. c + (n-1)//2} a_{c'}^2) ^ -beta``.
 
-    ``nhwc=True`` (what the ONNX export uses) computes the same numbers channels-last: the window sum is a
-    matrix product ``[N, H, W, C] @ band[C, C]`` between two transposes. In torch eager it is no faster
-    (36-42 regions/s either way), but ONNX Runtime cancels the transposes against its own NHWC layout for
-    int8 convolutions, so the quantised graph stays NHWC through the LRN and max-pools pool2 and
-    inception_3a's pool in uint8; with the 1x1-convolution form those ran in ORT's slow NCHW pooling
-    (tools/profile_onnx.py: int8 82.7-86.1 -> 99.7-104.0 regions/s; fp32 unchanged, 49.8 vs 52.3). The
-    square is ``pow(x, 2)``, not ``x * x``: one input edge, so ORT dequantises the int8 input once for it,
-    not twice.
+    In inference on fp32 CPU tensors (no autograd, not traced or compiled) it runs the fused channels-last
+    kernel of :mod:`detector.lrn_kernels`: one pass over a channels-last activation (a copy first for an
+    NCHW one). GoogLeNet alone at batch 8, 2 threads, channels-last: 40-42 regions/s with the torch
+    operators below, 51-54 with the kernel, 49-55 with no LRN at all (so the LRN costs next to nothing).
+
+    Otherwise (autograd, bf16 autocast, tracing for ONNX, torch.compile, no numba) torch operators: torch's
+    own LRN sums the squares over the channel window with a 5-D ``avg_pool3d`` and raises to ``-beta`` with
+    ``pow`` (~37% of a channels-last GoogLeNet forward); here the window sum is a 1x1 convolution with a fixed
+    banded 0/1 matrix (oneDNN, any memory format) and ``s^-0.75 = rsqrt(s) * rsqrt(sqrt(s))``, ~2x faster.
+
+    ``nhwc=True`` (what the ONNX export uses; always torch operators) computes the same numbers
+    channels-last: the window sum is a matrix product ``[N, H, W, C] @ band[C, C]`` between two transposes.
+    ONNX Runtime cancels the transposes against its own NHWC layout for int8 convolutions, so the quantised
+    graph stays NHWC through the LRN and max-pools pool2 and inception_3a's pool in uint8; with the
+    1x1-convolution form those ran in ORT's slow NCHW pooling (tools/profile_onnx.py: int8 82.7-86.1 ->
+    99.7-104.0 regions/s; fp32 unchanged, 49.8 vs 52.3). The square is ``pow(x, 2)``, not ``x * x``: one input
+    edge, so ORT dequantises the int8 input once for it, not twice. (With ``model.onnx_lrn=fused`` ONNX
+    Runtime does not run these operators either: detector/backends.py cuts the graph around them.)
     """
 
     def __init__(self, lrn: nn.LocalResponseNorm, nhwc: bool = False) -> None:
@@ -75,7 +93,18 @@ class ChannelLRN(nn.Module):
                 w = self._band[channels] = (band.float() * (self.lrn.alpha / n))[:, :, None, None]
         return w
 
+    def _kernel_applies(self, x: torch.Tensor) -> bool:
+        return (not self.nhwc and x.dim() == 4 and x.dtype == torch.float32 and x.device.type == "cpu"
+                and not (x.requires_grad and torch.is_grad_enabled()) and not torch.jit.is_tracing()
+                and not torch.jit.is_scripting() and not torch.compiler.is_compiling()
+                and _lrn_kernel() is not None)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._kernel_applies(x):
+            a = x.permute(0, 2, 3, 1)  # a view, contiguous when x is channels-last
+            y = _lrn_kernel()(a.contiguous().numpy(), self.lrn.size, self.lrn.alpha, self.lrn.beta, self.lrn.k,
+                              threads=torch.get_num_threads())
+            return torch.from_numpy(y).permute(0, 3, 1, 2)  # channels-last memory
         # int(): the channel count is static; under ONNX tracing this keeps the band a constant
         w = self._weight(int(x.shape[1])).to(x.dtype)
         if self.nhwc:

@@ -90,7 +90,7 @@ class ModelConfig:
     int8_lrn_sums: str = "fp32"
     int8_calibration: str = "minmax"  # minmax | percentile (99.999th; ~16 GiB while calibrating at 224x224)
     # onnx and onnx_int8: the LRNs as one fused kernel each between graph segments (fused; needs numba, in the
-    # [onnx] extra) or as the graph's own operators (graph); same numbers (detector/backends.py OrtMember)
+    # dependencies) or as the graph's own operators (graph); same numbers (detector/backends.py OrtMember)
     onnx_lrn: str = "fused"
 
 

@@ -24,8 +24,8 @@ import numpy as np
 try:
     import numba
     from numba import njit, prange
-except ImportError as e:  # pragma: no cover - numba ships with the [onnx] extra
-    raise ImportError("the fused LRN kernel needs numba: pip install -e '.[onnx]'") from e
+except ImportError as e:  # pragma: no cover - numba is a dependency
+    raise ImportError("the fused LRN kernel needs numba (a dependency of this package): pip install -e .") from e
 
 __all__ = ["lrn_nhwc", "lrn_nhwc_u8"]
 

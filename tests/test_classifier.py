@@ -165,6 +165,14 @@ def test_channel_lrn_equals_torch_lrn(channels_last):
         lrn = nn.LocalResponseNorm(5, alpha=1e-4, beta=beta, k=1.0)
         for nhwc in (False, True):  # the eager form and the ONNX export's
             torch.testing.assert_close(ChannelLRN(lrn, nhwc)(x), lrn(x), rtol=1e-5, atol=1e-5)
+        # inference on fp32 runs the fused kernel (numba); with autograd the torch operators, gradients intact
+        with torch.inference_mode():
+            torch.testing.assert_close(ChannelLRN(lrn)(x), lrn(x), rtol=1e-5, atol=1e-5)
+        xg = x.clone().requires_grad_(True)
+        ChannelLRN(lrn)(xg).square().sum().backward()
+        xr = x.clone().requires_grad_(True)
+        lrn(xr).square().sum().backward()
+        torch.testing.assert_close(xg.grad, xr.grad, rtol=1e-4, atol=1e-4)
     seq = nn.Sequential(nn.Conv2d(12, 12, 1), nn.Sequential(nn.LocalResponseNorm(5, 1e-4, 0.75, 1.0)))
     fast_lrn(seq)
     assert isinstance(seq[1][0], ChannelLRN)
@@ -175,6 +183,25 @@ def test_channel_lrn_equals_torch_lrn(channels_last):
     assert seq[1][0].nhwc and isinstance(seq[1][0].lrn, nn.LocalResponseNorm)
     plain_lrn(seq)
     assert isinstance(seq[1][0], nn.LocalResponseNorm)
+
+
+def test_channel_lrn_uses_the_fused_kernel_only_where_it_can(monkeypatch):
+    """The kernel serves fp32 CPU inference; bf16 (autocast), autograd and ONNX tracing keep torch operators."""
+    pytest.importorskip("numba")
+    import detector.classifier as c
+
+    calls = []
+    real = c._lrn_kernel()
+    monkeypatch.setattr(c, "_lrn_kernel", lambda: lambda *a, **k: calls.append(1) or real(*a, **k))
+    lrn = c.ChannelLRN(nn.LocalResponseNorm(5, 1e-4, 0.75, 1.0))
+    x = torch.randn(1, 8, 4, 4) * 30
+    with torch.no_grad():
+        lrn(x)
+        assert len(calls) == 1
+        lrn(x.bfloat16())
+        c.ChannelLRN(lrn.lrn, nhwc=True)(x)
+    lrn(x.requires_grad_(True))
+    assert len(calls) == 1
 
 
 def test_bf16_backend_keeps_the_head_in_fp32():

@@ -2,12 +2,14 @@
 share of kernel time, from ORT's own profiler, on real warped regions.
 
     python tools/profile_onnx.py GRAPH.onnx [GRAPH2.onnx ...] [--batch 8] [--threads 2] [--rounds 8]
-        [--denormals-zero] [--top 12] [--json out/profile.json]
+        [--denormals-zero] [--lrn graph|fused] [--top 12] [--json out/profile.json]
 
 GRAPH: a graph from the ONNX cache (``~/.cache/googlenet_rcnn/onnx``: ``<digest>_fp32.onnx`` and
 ``<digest>_int8_<key>.onnx``, made by ``--set model.backend=onnx`` / ``onnx_int8``). The regions are the int8
 calibration set: Selective Search proposals of scikit-image's bundled photos warped as at test time (BVLC
 preprocessing, 224x224, context 16). Several graphs are profiled one after another on the same regions.
+``--lrn fused`` runs the graphs as ``model.onnx_lrn=fused`` does (segments between GoogLeNet's two LRNs, the
+fused kernel timed as ``FusedLRN``); ``graph`` (the default here) runs each graph whole.
 """
 from __future__ import annotations
 
@@ -31,6 +33,8 @@ def parse_args(argv):
     ap.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
     ap.add_argument("--rounds", type=int, default=8, help="timed batches after 2 warm-up batches")
     ap.add_argument("--denormals-zero", action="store_true", help="ORT's session.set_denormal_as_zero")
+    ap.add_argument("--lrn", choices=["graph", "fused"], default="graph",
+                    help="run GoogLeNet's LRNs as the graph's operators or as the fused kernel")
     ap.add_argument("--top", type=int, default=12, help="operator types and nodes listed")
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("-v", "--verbose", action="store_true")
@@ -47,13 +51,22 @@ def main(argv: list[str] | None = None) -> int:
     from detector.config import WarpConfig
     from detector.weights import BVLC_PREPROCESS
 
+    lrn = None
+    if args.lrn == "fused":
+        import torch
+
+        from detector.backends import check_lrn_mode, lrn_specs
+        from detector.googlenet import GoogLeNet
+        check_lrn_mode("fused")
+        # the exported member's module path: RegionClassifier.net.norm1 -> nodes /net/norm1/...
+        lrn = lrn_specs(torch.nn.ModuleDict({"net": GoogLeNet()}))
     regions = np.concatenate(calibration_regions(BVLC_PREPROCESS, WarpConfig()))
     out = []
     for g in args.graphs:
-        r = profile_onnx(g, regions, args.batch, args.threads, args.rounds, args.denormals_zero)
+        r = profile_onnx(g, regions, args.batch, args.threads, args.rounds, args.denormals_zero, lrn)
         out.append(r)
         print(f"{g.name}: {r['regions_per_s']:.1f} regions/s (batch {args.batch}, {args.threads} threads"
-              f"{', denormals as zero' if args.denormals_zero else ''})")
+              f"{', denormals as zero' if args.denormals_zero else ''}{', LRN fused' if lrn else ''})")
         for k, v in list(r["op_share"].items())[:args.top]:
             print(f"  {k:32s} {100 * v:5.1f}%")
         print("  top nodes:")
