@@ -212,7 +212,8 @@ def replicated_ensemble(ens: Ensemble, n: int) -> Ensemble:
     identical weights, so only for timing)."""
     members = [ens.members[0]] + [copy.deepcopy(ens.members[0]) if isinstance(ens.members[0], torch.nn.Module)
                                   else ens.members[0] for _ in range(n - 1)]
-    return Ensemble(members, batch_size=ens.batch_size, channels_last=ens.channels_last, backend=ens.backend)
+    return Ensemble(members, batch_size=ens.batch_size, channels_last=ens.channels_last, backend=ens.backend,
+                    lrn_kernel=ens.lrn_kernel)
 
 
 def compiled_ensemble(ens: Ensemble) -> Ensemble:
@@ -222,4 +223,5 @@ def compiled_ensemble(ens: Ensemble) -> Ensemble:
         c = copy.deepcopy(m)
         c.net = torch.compile(c.net, dynamic=False)
         members.append(c)
-    return Ensemble(members, batch_size=ens.batch_size, channels_last=ens.channels_last, backend="eager")
+    return Ensemble(members, batch_size=ens.batch_size, channels_last=ens.channels_last, backend="eager",
+                    lrn_kernel=ens.lrn_kernel)

@@ -77,10 +77,11 @@ class ChannelLRN(nn.Module):
     Runtime does not run these operators either: detector/backends.py cuts the graph around them.)
     """
 
-    def __init__(self, lrn: nn.LocalResponseNorm, nhwc: bool = False) -> None:
+    def __init__(self, lrn: nn.LocalResponseNorm, nhwc: bool = False, kernel: bool = True) -> None:
         super().__init__()
         self.lrn = lrn  # the original, for :func:`plain_lrn`
         self.nhwc = nhwc
+        self.kernel = kernel  # False: always the torch operators (model.lrn_kernel)
         self._band: dict[int, torch.Tensor] = {}
 
     def _weight(self, channels: int) -> torch.Tensor:
@@ -94,7 +95,7 @@ class ChannelLRN(nn.Module):
         return w
 
     def _kernel_applies(self, x: torch.Tensor) -> bool:
-        return (not self.nhwc and x.dim() == 4 and x.dtype == torch.float32 and x.device.type == "cpu"
+        return (self.kernel and not self.nhwc and x.dim() == 4 and x.dtype == torch.float32 and x.device.type == "cpu"
                 and not (x.requires_grad and torch.is_grad_enabled()) and not torch.jit.is_tracing()
                 and not torch.jit.is_scripting() and not torch.compiler.is_compiling()
                 and _lrn_kernel() is not None)
@@ -129,13 +130,14 @@ def _swap(module: nn.Module, fn) -> nn.Module:
     return module
 
 
-def fast_lrn(module: nn.Module, nhwc: bool = False) -> nn.Module:
+def fast_lrn(module: nn.Module, nhwc: bool = False, kernel: bool = True) -> nn.Module:
     """Replace every ``nn.LocalResponseNorm`` inside ``module`` by :class:`ChannelLRN` (in place), computed
-    in the ``nhwc`` form or not (a ChannelLRN already there is switched to it)."""
+    in the ``nhwc`` form or not, with the fused ``kernel`` where it applies or not (a ChannelLRN already there
+    is switched to these)."""
     def swap(m):
         if isinstance(m, ChannelLRN):
-            m.nhwc = nhwc
-        return ChannelLRN(m, nhwc) if isinstance(m, nn.LocalResponseNorm) else m
+            m.nhwc, m.kernel = nhwc, kernel
+        return ChannelLRN(m, nhwc, kernel) if isinstance(m, nn.LocalResponseNorm) else m
     return _swap(module, swap)
 
 
@@ -201,13 +203,14 @@ class Ensemble:
 
     ``batch_size``: regions per forward pass; ``channels_last``: run convolutions on NHWC memory;
     ``backend``: "eager" (fp32) or "bf16" (CPU autocast). Members are put in eval mode and their LRN
-    layers computed by :class:`ChannelLRN` (same numbers, faster).
+    layers computed by :class:`ChannelLRN` (same numbers, faster), with its fused kernel if ``lrn_kernel``.
     """
 
     members: Sequence[RegionClassifier]
     batch_size: int = 64
     channels_last: bool = True
     backend: str = "eager"
+    lrn_kernel: bool = True
     timings: ClassifyTimings = field(default_factory=ClassifyTimings)
 
     def __post_init__(self) -> None:
@@ -230,7 +233,7 @@ class Ensemble:
         for m in self.members:
             if not isinstance(m, nn.Module):  # an ONNX Runtime session (detector/backends.py)
                 continue
-            fast_lrn(m.eval())
+            fast_lrn(m.eval(), kernel=self.lrn_kernel)
             if self.channels_last:
                 m.to(memory_format=torch.channels_last)
 
@@ -390,7 +393,8 @@ def build_classifier(cfg: ModelConfig, warp_cfg: WarpConfig | None = None,
         from .backends import convert_members, int8_recipe
         members = convert_members(members, cfg.backend, warp_cfg, cfg.threads,
                                   recipe=int8_recipe(cfg.int8_lrn_sums, cfg.int8_calibration), lrn=cfg.onnx_lrn)
-    ens = Ensemble(members, batch_size=cfg.batch_size, channels_last=cfg.channels_last, backend=cfg.backend)
+    ens = Ensemble(members, batch_size=cfg.batch_size, channels_last=cfg.channels_last, backend=cfg.backend,
+                   lrn_kernel=cfg.lrn_kernel)
     log.info("region classifier: %d member(s), %d classes, batch %d, %d thread(s), channels_last=%s, %s",
              len(members), ens.num_classes, cfg.batch_size, torch.get_num_threads(), cfg.channels_last,
              cfg.backend)

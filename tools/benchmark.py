@@ -7,7 +7,8 @@
 Measures, on the proposals of one real photo (Selective Search, the paper's proposals; or --random-boxes):
   * warped regions/s for each warp sampler (cv2 / roi_align / grid_sample), at the chosen batch size;
   * classified regions/s (warp + GoogLeNet + softmax) at batch 1 and at the chosen batch size,
-    interleaved in rounds with the naive loop so that all see the same machine load;
+    interleaved in rounds with the naive loop so that all see the same machine load; the LRNs as the fused
+    kernel (``model.lrn_kernel`` / ``model.onnx_lrn``) and, beside it, as torch / ONNX graph operators;
   * the naive baseline: cv2 crop + resize per region (R-CNN's literal crop), one region per eager fp32
     forward (torch's LRN, no channels-last, torch.no_grad);
   * seconds per image end to end (proposals + warp + classify + NMS) on ``--e2e-images`` images, for one
@@ -205,7 +206,10 @@ def print_table(res: dict, image_name: str, batch: int, extra: dict) -> None:
         print(f"| warp + classify, batch {batch}, bf16 autocast channels-last | "
               f"{c['batch_bf16']['regions_per_s']:.1f} ({c['speedup_bf16_vs_naive']:.2f}x naive) |")
     labels = {"onnx": "ONNX Runtime fp32", "onnx_int8": "ONNX Runtime int8", "compile": "torch.compile fp32",
-              "onnx_int8_1thread": "ONNX Runtime int8, 1 thread"}
+              "onnx_int8_1thread": "ONNX Runtime int8, 1 thread",
+              "eager_torch_lrn": "fp32 channels-last, LRN as torch operators",
+              "onnx_graph_lrn": "ONNX Runtime fp32, LRN as graph operators",
+              "onnx_int8_graph_lrn": "ONNX Runtime int8, LRN as graph operators"}
     for be in extra:
         print(f"| warp + classify, batch {batch}, {labels.get(be, be)} | "
               f"{c[be]['regions_per_s']:.1f} ({c[f'speedup_{be}_vs_naive']:.2f}x naive) |")
@@ -277,16 +281,22 @@ def main(argv: list[str] | None = None) -> int:
                  "boxes": "random" if args.random_boxes else "proposals",
                  "threads": torch.get_num_threads(), "load_start": load_start}
     res["warp_regions_per_s"] = bench_warp(img, sel, cfg.warp, batch)
-    extra = {}
+    # the same classifier with its LRNs as torch operators (before the fused kernel), side by side
+    extra = {"eager_torch_lrn": Ensemble([copy.deepcopy(m) for m in ens.members], batch_size=batch,
+                                         channels_last=ens.channels_last, backend="eager", lrn_kernel=False)}
     if args.onnx:
         from detector.backends import convert_members, int8_recipe
         recipe = int8_recipe(cfg.model.int8_lrn_sums, cfg.model.int8_calibration)
         for be in ("onnx", "onnx_int8"):
-            extra[be] = Ensemble(convert_members(ens.members, be, cfg.warp, torch.get_num_threads(), recipe=recipe),
-                                 batch_size=batch, channels_last=False, backend=be)
+            for lrn, key in ((cfg.model.onnx_lrn, be), ("graph", f"{be}_graph_lrn")):
+                if key in extra or (lrn == "graph" and cfg.model.onnx_lrn == "graph"):
+                    continue
+                extra[key] = Ensemble(convert_members(ens.members, be, cfg.warp, torch.get_num_threads(),
+                                                      recipe=recipe, lrn=lrn),
+                                      batch_size=batch, channels_last=False, backend=be)
         if torch.get_num_threads() > 1:  # how ONNX Runtime scales with threads: what image workers can gain
             extra["onnx_int8_1thread"] = Ensemble(convert_members(ens.members, "onnx_int8", cfg.warp, 1,
-                                                                  recipe=recipe),
+                                                                  recipe=recipe, lrn=cfg.model.onnx_lrn),
                                                   batch_size=batch, channels_last=False, backend="onnx_int8")
     if args.compile:
         try:  # inductor needs a working C++ toolchain; its absence is reported, not fatal
