@@ -34,11 +34,23 @@ from .config import ModelConfig, WarpConfig, config_to_dict
 from .warp import PreparedImage, PreprocessLike, warp_prepared
 
 __all__ = ["ChannelLRN", "fast_lrn", "plain_lrn", "RegionClassifier", "Ensemble", "ClassifyTimings", "build_classifier", "load_checkpoint_member",
-           "embedded_member", "find_meta_det", "BACKENDS"]
+           "embedded_member", "find_meta_det", "BACKENDS", "BEST_BATCH", "batch_size_for"]
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("eager", "bf16", "onnx", "onnx_int8")  # onnx*: detector/backends.py (pip install .[onnx])
+# model.batch_size 0: each backend's batch from tools/benchmark.py's sweeps on this 2-core machine (README
+# "Speed"): eager and bf16 were fastest at 8 in four of five sweeps (16 once); ONNX Runtime fp32 at 16 in
+# every sweep; int8 with the fused LRN kernel at 16 (149.0 vs 129.9 at 8) and at 32 (157.5 vs 138.1 at 16,
+# 132.7 at 8) in two sweeps: 16 beats 8 every time with half of 32's memory. 64 was always slower.
+BEST_BATCH = {"eager": 8, "bf16": 8, "onnx": 16, "onnx_int8": 16}
+
+
+def batch_size_for(backend: str, batch_size: int = 0) -> int:
+    """``batch_size`` if positive, else the backend's :data:`BEST_BATCH` (8 for any other)."""
+    if batch_size < 0:
+        raise UserError(f"model.batch_size must be >= 0 (0 = the backend's best), not {batch_size}")
+    return batch_size or BEST_BATCH.get(backend, 8)
 
 
 @functools.lru_cache(maxsize=1)
@@ -393,9 +405,9 @@ def build_classifier(cfg: ModelConfig, warp_cfg: WarpConfig | None = None,
         from .backends import convert_members, int8_recipe
         members = convert_members(members, cfg.backend, warp_cfg, cfg.threads,
                                   recipe=int8_recipe(cfg.int8_lrn_sums, cfg.int8_calibration), lrn=cfg.onnx_lrn)
-    ens = Ensemble(members, batch_size=cfg.batch_size, channels_last=cfg.channels_last, backend=cfg.backend,
-                   lrn_kernel=cfg.lrn_kernel)
+    ens = Ensemble(members, batch_size=batch_size_for(cfg.backend, cfg.batch_size), channels_last=cfg.channels_last,
+                   backend=cfg.backend, lrn_kernel=cfg.lrn_kernel)
     log.info("region classifier: %d member(s), %d classes, batch %d, %d thread(s), channels_last=%s, %s",
-             len(members), ens.num_classes, cfg.batch_size, torch.get_num_threads(), cfg.channels_last,
+             len(members), ens.num_classes, ens.batch_size, torch.get_num_threads(), cfg.channels_last,
              cfg.backend)
     return ens

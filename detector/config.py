@@ -78,10 +78,10 @@ class ModelConfig:
     backbone: str = "bvlc"  # bvlc (the paper's network, BVLC weights) | torchvision (BatchNorm port)
     weights: Optional[str] = None  # ImageNet weights file; None -> $GOOGLENET_WEIGHTS -> user cache dir
     checkpoints: list[str] = field(default_factory=list)  # trained classifiers; several = ensemble
-    # regions per forward; 8 was the fastest for eager fp32 and bf16 on this 2-core machine, ONNX Runtime
-    # fp32/int8 were 5-6% faster at 16, within the run-to-run noise (tools/benchmark.py --batch-sizes;
-    # README "Speed"); larger batches only add memory
-    batch_size: int = 8
+    # regions per forward; 0 = the backend's own (detector/classifier.py BEST_BATCH: 8 for eager and bf16,
+    # 16 for ONNX Runtime, the fastest in this machine's sweeps: tools/benchmark.py --batch-sizes, README
+    # "Speed"); larger batches only add memory
+    batch_size: int = 0
     threads: int = 0  # 0 = torch's default
     channels_last: bool = True
     backend: str = "eager"  # eager | bf16 | onnx | onnx_int8 | compile

@@ -218,3 +218,15 @@ def test_bf16_backend_keeps_the_head_in_fp32():
     p = Ensemble([m], channels_last=False, backend="bf16").predict(torch.zeros(1, 3, 4, 4))
     exact = torch.softmax(torch.tensor([[0.1234567, 0.7654321, -0.3141592]]), 1) @ m.head.m
     np.testing.assert_allclose(p, exact.numpy(), rtol=1e-6)  # bf16 would round to ~3 significant digits
+
+
+def test_batch_size_zero_is_the_backends_own():
+    from detector.classifier import batch_size_for
+    from detector.config import load_config
+
+    cfg = load_config("configs/detect_bvlc_ilsvrc.yaml").model
+    assert cfg.batch_size == 0 and batch_size_for(cfg.backend, cfg.batch_size) == 8  # eager
+    assert batch_size_for("onnx_int8") == batch_size_for("onnx") == 16 and batch_size_for("bf16") == 8
+    assert batch_size_for("onnx_int8", 4) == 4  # an explicit size wins
+    with pytest.raises(UserError, match="batch_size must be >= 0"):
+        batch_size_for("eager", -1)

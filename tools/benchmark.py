@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from detector.bench import (bench_batch_sizes, bench_end_to_end, bench_folder, bench_folder_workers, bench_memory,
                              bench_selective_search, compiled_ensemble, peak_rss_mb, replicated_ensemble)
-from detector.classifier import Ensemble, build_classifier, plain_lrn
+from detector.classifier import Ensemble, batch_size_for, build_classifier, plain_lrn
 from detector.cli import UserError, run, setup_logging
 from detector.config import config_to_dict, load_config
 from detector.imageio import IMAGE_EXTENSIONS, read_image
@@ -61,7 +61,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="time warp/classify on 1,024 seeded random boxes instead of the image's proposals "
                     "(no proposer needed; skips the end-to-end timing)")
     ap.add_argument("--regions", type=int, default=256, help="regions for the batched measurements")
-    ap.add_argument("--batch-size", type=int, help="the chosen batch size (default: model.batch_size)")
+    ap.add_argument("--batch-size", type=int, help="the chosen batch size of every row (default: model.batch_size, "
+                    "whose default 0 gives each backend its own: detector.classifier.BEST_BATCH)")
     ap.add_argument("--rounds", type=int, default=4, help="interleaved rounds of batch-1 / batch / naive")
     ap.add_argument("--per-round", type=int, default=16, help="regions per method per round")
     ap.add_argument("--e2e-images", type=int, default=2, help="images timed end to end (0 = skip)")
@@ -167,8 +168,8 @@ def bench_classification(ens: Ensemble, image, img, boxes, warp_cfg, batch_size:
     extra = extra or {}
     for name, e in extra.items():  # ONNX Runtime ensembles (detector/backends.py), warmed up likewise
         meters[name] = Meter()
-        for n in (batch_size, per_round):  # both shapes the rounds use (torch.compile specialises on shape)
-            classify_chunk(e, img, boxes[:n], warp_cfg, batch_size, Meter(), e.backend)
+        for n in (e.batch_size, per_round):  # both shapes the rounds use (torch.compile specialises on shape)
+            classify_chunk(e, img, boxes[:n], warp_cfg, e.batch_size, Meter(), e.backend)
     for r in tqdm(range(rounds), desc="interleaved rounds", file=sys.stderr):
         chunk = boxes[(r * per_round) % max(1, len(boxes) - per_round):][:per_round]
         naive_chunk(naive, ens.preprocess, image, chunk, warp_cfg, meters["naive"])
@@ -177,14 +178,15 @@ def bench_classification(ens: Ensemble, image, img, boxes, warp_cfg, batch_size:
         if bf16:
             classify_chunk(ens, img, chunk, warp_cfg, batch_size, meters["batch_bf16"], "bf16")
         for name, e in extra.items():
-            classify_chunk(e, img, chunk, warp_cfg, batch_size, meters[name], e.backend)
+            classify_chunk(e, img, chunk, warp_cfg, e.batch_size, meters[name], e.backend)
     ens.batch_size, ens.backend = batch_size, backend
     out = {k: {"regions": m.regions, "seconds": m.seconds, "regions_per_s": m.rate()} for k, m in meters.items()}
     out["batch"]["batch_size"] = batch_size
     out["speedup_vs_naive"] = meters["batch"].rate() / meters["naive"].rate()
     if bf16:
         out["speedup_bf16_vs_naive"] = meters["batch_bf16"].rate() / meters["naive"].rate()
-    for name in extra:
+    for name, e in extra.items():
+        out[name]["batch_size"] = e.batch_size
         out[f"speedup_{name}_vs_naive"] = meters[name].rate() / meters["naive"].rate()
     for k, m in meters.items():
         log.info("%-7s %7.1f regions/s (%d regions, %.1f s)", k, m.rate(), m.regions, m.seconds)
@@ -211,7 +213,7 @@ def print_table(res: dict, image_name: str, batch: int, extra: dict) -> None:
               "onnx_graph_lrn": "ONNX Runtime fp32, LRN as graph operators",
               "onnx_int8_graph_lrn": "ONNX Runtime int8, LRN as graph operators"}
     for be in extra:
-        print(f"| warp + classify, batch {batch}, {labels.get(be, be)} | "
+        print(f"| warp + classify, batch {c[be].get('batch_size', batch)}, {labels.get(be, be)} | "
               f"{c[be]['regions_per_s']:.1f} ({c[f'speedup_{be}_vs_naive']:.2f}x naive) |")
     sweep_labels = {"eager": "fp32 channels-last", "bf16": "bf16 autocast", **labels}
     for name, sweep in res.get("batch_sweep", {}).items():
@@ -257,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("config: %s", json.dumps({k: config_to_dict(getattr(cfg, k)) for k in ("proposals", "warp", "model")}))
     load_start = os.getloadavg()
     log.info("load average at start: %.2f %.2f %.2f (%d CPUs)", *load_start, os.cpu_count() or 0)
-    batch = args.batch_size or cfg.model.batch_size
+    batch = batch_size_for(cfg.model.backend, args.batch_size or cfg.model.batch_size)
 
     if args.image:
         image, image_name = read_image(args.image), Path(args.image).stem
@@ -293,11 +295,13 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 extra[key] = Ensemble(convert_members(ens.members, be, cfg.warp, torch.get_num_threads(),
                                                       recipe=recipe, lrn=lrn),
-                                      batch_size=batch, channels_last=False, backend=be)
+                                      batch_size=batch_size_for(be, args.batch_size or cfg.model.batch_size),
+                                      channels_last=False, backend=be)
         if torch.get_num_threads() > 1:  # how ONNX Runtime scales with threads: what image workers can gain
             extra["onnx_int8_1thread"] = Ensemble(convert_members(ens.members, "onnx_int8", cfg.warp, 1,
                                                                   recipe=recipe, lrn=cfg.model.onnx_lrn),
-                                                  batch_size=batch, channels_last=False, backend="onnx_int8")
+                                                  batch_size=extra["onnx_int8"].batch_size, channels_last=False,
+                                                  backend="onnx_int8")
     if args.compile:
         try:  # inductor needs a working C++ toolchain; its absence is reported, not fatal
             comp = compiled_ensemble(ens)
