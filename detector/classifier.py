@@ -40,9 +40,10 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("eager", "bf16", "onnx", "onnx_int8")  # onnx*: detector/backends.py (pip install .[onnx])
 # model.batch_size 0: each backend's batch from tools/benchmark.py's sweeps on this 2-core machine (README
-# "Speed"): eager and bf16 were fastest at 8 in four of five sweeps (16 once); ONNX Runtime fp32 at 16 in
-# every sweep; int8 with the fused LRN kernel at 16 (149.0 vs 129.9 at 8) and at 32 (157.5 vs 138.1 at 16,
-# 132.7 at 8) in two sweeps: 16 beats 8 every time with half of 32's memory. 64 was always slower.
+# "Speed"): eager and bf16 were fastest at 8 in four of five sweeps (16 once); ONNX Runtime int8 with the
+# fused LRN kernel was faster at 16 than at 8 in all three sweeps (149.0 / 138.1 / 144.9 vs 129.9 / 132.7 /
+# 130.1; 32 was best twice, by 1-14%, at twice the memory); ONNX Runtime fp32 at 16 in three of four sweeps
+# (within 10% either way). 64 was always slower.
 BEST_BATCH = {"eager": 8, "bf16": 8, "onnx": 16, "onnx_int8": 16}
 
 
@@ -71,8 +72,8 @@ class ChannelLRN(nn.Module):
 
     In inference on fp32 CPU tensors (no autograd, not traced or compiled) it runs the fused channels-last
     kernel of :mod:`detector.lrn_kernels`: one pass over a channels-last activation (a copy first for an
-    NCHW one). GoogLeNet alone at batch 8, 2 threads, channels-last: 40-42 regions/s with the torch
-    operators below, 51-54 with the kernel, 49-55 with no LRN at all (so the LRN costs next to nothing).
+    NCHW one). tools/benchmark.py, warp + classify at batch 8, 2 threads, interleaved: 40.3 regions/s with the
+    kernel vs 28.0 with the torch operators below (README "Speed").
 
     Otherwise (autograd, bf16 autocast, tracing for ONNX, torch.compile, no numba) torch operators: torch's
     own LRN sums the squares over the channel window with a 5-D ``avg_pool3d`` and raises to ``-beta`` with
