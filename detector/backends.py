@@ -167,7 +167,7 @@ def split_at_lrns(model, specs: Sequence[dict]) -> tuple[list[bytes], list[dict]
         if first is None or last is None or first.op_type != "Transpose" or last.op_type != "Transpose":
             raise RuntimeError(f"LRN split: no channels-last LRN at {p} in this graph (an older export?); "
                                "set model.onnx_lrn=graph or clear the ONNX cache")
-        t_in, t_out = first.output[0], last.input[0]
+        t_in = first.output[0]  # the LRN input, channels-last; last.input[0] is its output
         q_in = [u for u in users.get(t_in, []) if u.op_type == "QuantizeLinear"]
         dims = [d.dim_param or d.dim_value or None for d in shapes[t_in].dim] if t_in in shapes else None
         new_in = p + "lrn_output"
