@@ -290,9 +290,10 @@ def main(argv: list[str] | None = None) -> int:
         from detector.backends import convert_members, int8_recipe
         recipe = int8_recipe(cfg.model.int8_lrn_sums, cfg.model.int8_calibration)
         for be in ("onnx", "onnx_int8"):
-            for lrn, key in ((cfg.model.onnx_lrn, be), ("graph", f"{be}_graph_lrn")):
-                if key in extra or (lrn == "graph" and cfg.model.onnx_lrn == "graph"):
-                    continue
+            # the configured LRN mode, and the graph's own LRN operators beside it when that is not already it
+            modes = [(cfg.model.onnx_lrn, be)] + ([("graph", f"{be}_graph_lrn")] if cfg.model.onnx_lrn != "graph"
+                                                  else [])
+            for lrn, key in modes:
                 extra[key] = Ensemble(convert_members(ens.members, be, cfg.warp, torch.get_num_threads(),
                                                       recipe=recipe, lrn=lrn),
                                       batch_size=batch_size_for(be, args.batch_size or cfg.model.batch_size),
