@@ -250,11 +250,12 @@ class OrtMember:
 
     def _open(self) -> None:
         self.sessions, self.lrns = open_segments(self.path, session_options(self.threads), self.lrn_spec)
+        self._buffers: dict = {}  # run_lrn's outputs, one per LRN and batch shape, reused batch after batch
         self.input_name = self.sessions[0].get_inputs()[0].name
 
     # Pickled without the sessions, which are opened again from ``path`` (e.g. in an image-worker process).
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k not in ("sessions", "lrns")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("sessions", "lrns", "_buffers")}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
@@ -275,7 +276,7 @@ class OrtMember:
         a = np.ascontiguousarray(x.detach().float().contiguous().numpy())
         (a,) = self.sessions[0].run(None, {self.input_name: a})
         for lrn, sess in zip(self.lrns, self.sessions[1:]):
-            (a,) = sess.run(None, {lrn["input"]: run_lrn(lrn, a, self.threads)})
+            (a,) = sess.run(None, {lrn["input"]: run_lrn(lrn, a, self.threads, self._buffers)})
         return torch.from_numpy(a)
 
 
@@ -293,15 +294,23 @@ def open_segments(onnx_path: Path, options, lrn: Sequence[dict] | None = None) -
     return [ort.InferenceSession(s, options, providers=["CPUExecutionProvider"]) for s in segments], lrns
 
 
-def run_lrn(lrn: dict, a: np.ndarray, threads: int = 0) -> np.ndarray:
+def run_lrn(lrn: dict, a: np.ndarray, threads: int = 0, buffers: dict | None = None) -> np.ndarray:
     """One LRN of :func:`split_at_lrns` on the previous segment's output ``a`` (``[N, H, W, C]``, uint8 when
-    the LRN has quantisation parameters, else float32)."""
+    the LRN has quantisation parameters, else float32). ``buffers`` (a dict the caller keeps): the output
+    goes to the array kept there for this LRN and shape, so batches after the first allocate nothing; the
+    result is then only valid until the next call with the same ``buffers``."""
     from .lrn_kernels import lrn_nhwc, lrn_nhwc_u8
 
     args = (lrn["size"], lrn["alpha"], lrn["beta"], lrn["k"])
+    out = None
+    if buffers is not None:
+        key = (lrn["prefix"], a.shape, a.dtype.str)
+        out = buffers.get(key)
+        if out is None:
+            out = buffers[key] = np.empty(a.shape, a.dtype)
     if lrn["in_q"] is None:
-        return lrn_nhwc(a, *args, threads=threads)
-    return lrn_nhwc_u8(a, *args, *lrn["in_q"], *lrn["out_q"], threads=threads)
+        return lrn_nhwc(a, *args, threads=threads, out=out)
+    return lrn_nhwc_u8(a, *args, *lrn["in_q"], *lrn["out_q"], threads=threads, out=out)
 
 
 def export_onnx(member, path: Path, size: int = 224, check_inputs: torch.Tensor | None = None) -> Path:

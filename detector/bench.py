@@ -146,6 +146,7 @@ def profile_onnx(onnx_path: Path, regions: np.ndarray, batch: int = 8, threads: 
         so.add_session_config_entry("session.set_denormal_as_zero", "1")
     by_op: dict[str, float] = {}
     by_node: dict[str, float] = {}
+    buffers: dict = {}  # as OrtMember keeps them
     with tempfile.TemporaryDirectory() as tmp:
         so.enable_profiling = True
         so.profile_file_prefix = str(Path(tmp) / "ort")
@@ -157,7 +158,7 @@ def profile_onnx(onnx_path: Path, regions: np.ndarray, batch: int = 8, threads: 
             (a,) = sessions[0].run(None, {name: b})
             for spec, sess in zip(lrns, sessions[1:]):
                 t = time.perf_counter()
-                a = run_lrn(spec, a, threads)
+                a = run_lrn(spec, a, threads, buffers)
                 if timed:
                     us = (time.perf_counter() - t) * 1e6
                     by_op["FusedLRN"] = by_op.get("FusedLRN", 0.0) + us

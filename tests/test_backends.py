@@ -206,6 +206,10 @@ def test_fused_lrn_runs_the_same_network(tmp_path):
     assert len(fused.sessions) == 3 and len(whole.sessions) == 1 and "LRN fused" in fused.source
     np.testing.assert_allclose(fused(x).numpy(), ref, atol=1e-5)
     np.testing.assert_allclose(fused(x).numpy(), whole(x).numpy(), atol=1e-6)
+    # the LRN outputs go to arrays kept per LRN and batch shape: another batch size, then the first again
+    np.testing.assert_allclose(fused(x[:2]).numpy(), ref[:2], atol=1e-5)
+    np.testing.assert_allclose(fused(x).numpy(), ref, atol=1e-5)
+    assert len(fused._buffers) == 4
 
     q = quantize_int8(fused.path, tmp_path / "q.onnx", [x.numpy()])
     q_whole, q_fused = OrtMember(q, m), OrtMember(q, m, lrn=lrn_specs(m))

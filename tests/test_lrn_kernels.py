@@ -24,12 +24,13 @@ def test_fp32_kernel_is_torchs_lrn(size, beta, channels):
     np.testing.assert_allclose(got, ref, rtol=2e-6, atol=1e-6)
 
 
-def test_uint8_kernel_is_the_quantised_lrn():
+@pytest.mark.parametrize("size", [5, 3])  # GoogLeNet's window (one-pass sums) and the general loop
+def test_uint8_kernel_is_the_quantised_lrn(size):
     rng = np.random.default_rng(0)
     q = rng.integers(0, 256, (3, 7, 9, 64)).astype(np.uint8)
     sx, zx, sy, zy = 0.37, 3, 0.11, 10
-    got = lrn_nhwc_u8(q, 5, 1e-4, 0.75, 1.0, sx, zx, sy, zy, threads=2)
-    lrn = _torch_lrn((q.astype(np.float32) - zx) * sx, 5, 1e-4, 0.75, 1.0)
+    got = lrn_nhwc_u8(q, size, 1e-4, 0.75, 1.0, sx, zx, sy, zy, threads=2)
+    lrn = _torch_lrn((q.astype(np.float32) - zx) * sx, size, 1e-4, 0.75, 1.0)
     ref = np.clip(np.rint(lrn / sy) + zy, 0, 255)  # ONNX QuantizeLinear: round half to even, saturate
     assert got.dtype == np.uint8 and got.shape == q.shape
     diff = np.abs(got.astype(int) - ref.astype(int))
@@ -55,3 +56,25 @@ def test_kernels_reject_wrong_inputs():
         lrn_nhwc_u8(np.zeros((1, 2, 2, 3), np.float32), 5, 1e-4, 0.75, 1.0, 1.0, 0, 1.0, 0)
     with pytest.raises(ValueError, match="scales"):
         lrn_nhwc_u8(np.zeros((1, 2, 2, 3), np.uint8), 5, 1e-4, 0.75, 1.0, 0.0, 0, 1.0, 0)
+    with pytest.raises(ValueError, match="<= 258"):
+        lrn_nhwc_u8(np.zeros((1, 2, 2, 3), np.uint8), 259, 1e-4, 0.75, 1.0, 1.0, 0, 1.0, 0)
+
+
+def test_kernels_write_into_a_given_array():
+    rng = np.random.default_rng(3)
+    x1, x2 = (rng.normal(0, 50, (2, 3, 4, 16)).astype(np.float32) for _ in range(2))
+    out = np.empty_like(x1)
+    assert lrn_nhwc(x1, 5, 1e-3, 0.75, 2.0, out=out) is out
+    np.testing.assert_array_equal(out, lrn_nhwc(x1, 5, 1e-3, 0.75, 2.0))
+    lrn_nhwc(x2, 5, 1e-3, 0.75, 2.0, out=out)  # reused: now x2's answer, nothing left of x1's
+    np.testing.assert_array_equal(out, lrn_nhwc(x2, 5, 1e-3, 0.75, 2.0))
+    q = rng.integers(0, 256, (1, 2, 3, 8)).astype(np.uint8)
+    qout = np.empty_like(q)
+    assert lrn_nhwc_u8(q, 5, 1e-4, 0.75, 1.0, 0.4, 2, 0.2, 5, out=qout) is qout
+    np.testing.assert_array_equal(qout, lrn_nhwc_u8(q, 5, 1e-4, 0.75, 1.0, 0.4, 2, 0.2, 5))
+    with pytest.raises(ValueError, match="not overlap"):
+        lrn_nhwc(x1, 5, 1e-3, 0.75, 2.0, out=x1)
+    with pytest.raises(ValueError, match="writeable C-contiguous"):
+        lrn_nhwc(x1, 5, 1e-3, 0.75, 2.0, out=np.empty((2, 3, 4, 15), np.float32))
+    with pytest.raises(ValueError, match="writeable C-contiguous"):
+        lrn_nhwc_u8(q, 5, 1e-4, 0.75, 1.0, 0.4, 2, 0.2, 5, out=np.empty_like(q, np.float32))
