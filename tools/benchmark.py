@@ -17,7 +17,10 @@ Measures, on the proposals of one real photo (Selective Search, the paper's prop
   * regions/s of every backend over ``--batch-sizes`` (the best is reported); torch.compile with ``--compile``;
   * a folder of ``--folder-images`` images one by one, with the Selective Search overlap and with
     ``--folder-image-workers`` image workers (tools/detect.py's --overlap-workers / --image-workers);
-  * peak resident memory after 256 and 2,048 regions (bounded: regions are streamed in batches).
+  * peak resident memory after 256 and 2,048 regions (bounded: regions are streamed in batches);
+  * the ceiling (``--no-ceiling`` skips it): each runtime's GMAC/s on chains of large convolutions
+    (detector.ceiling), the share of it each classification row reaches with the classifier's multiply-adds,
+    and the least time the photo's regions can take at that rate.
 The machine load (``os.getloadavg``) is logged at the start and the end: other processes share the CPU.
 """
 from __future__ import annotations
@@ -37,6 +40,7 @@ from tqdm import tqdm
 
 from detector.bench import (bench_batch_sizes, bench_end_to_end, bench_folder, bench_folder_workers, bench_memory,
                              bench_selective_search, compiled_ensemble, peak_rss_mb, replicated_ensemble)
+from detector.ceiling import ceilings, conv_rates, count_macs, floor_seconds
 from detector.classifier import Ensemble, batch_size_for, build_classifier, plain_lrn
 from detector.cli import UserError, run, setup_logging
 from detector.config import config_to_dict, load_config
@@ -83,6 +87,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="image workers for the folder row of tools/detect.py --image-workers (0 = skip)")
     ap.add_argument("--e2e-backends", default="eager,onnx,onnx_int8",
                     help="backends timed end to end (onnx* only with --onnx)")
+    ap.add_argument("--no-ceiling", action="store_true",
+                    help="skip the ceiling rows (each runtime's rate on large convolutions, the floor it implies)")
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("-v", "--verbose", action="store_true")
     return ap.parse_args(argv)
@@ -193,6 +199,31 @@ def bench_classification(ens: Ensemble, image, img, boxes, warp_cfg, batch_size:
     return out
 
 
+CEILING_ROWS = {"eager": ("batch", "eager (oneDNN) fp32"), "onnx": ("onnx", "ONNX Runtime fp32"),
+                "onnx_int8": ("onnx_int8", "ONNX Runtime int8")}
+
+
+def print_ceiling(res: dict, batch: int) -> None:
+    """The ceiling rows: each runtime's rate on chains of large convolutions, the multiply-adds its
+    classification row achieved, and the least time the image's regions can take at the ceiling."""
+    if "ceiling" not in res:
+        return
+    gmac = res["ceiling"]["macs_per_region"] / 1e9
+    rows, best = res["ceiling"]["conv_rates"], ceilings(res["ceiling"]["conv_rates"])
+    c, n = res["classification"], res["num_boxes"]
+    for runtime, (key, label) in CEILING_ROWS.items():
+        mine = [r for r in rows if r["runtime"] == runtime]
+        if not mine or key not in c:
+            continue
+        shapes = " / ".join(r["shape"] for r in mine)
+        rates = " / ".join(f"{r['gmac_per_s']:.0f}" for r in mine)
+        print(f"| ceiling: {label} convolutions ({shapes}; batch {mine[0]['batch']}) | {rates} GMAC/s |")
+        got = c[key]["regions_per_s"] * gmac
+        print(f"| {label} classification row (batch {c[key].get('batch_size', batch)}; {gmac:.2f} GMAC/region) | "
+              f"{got:.0f} GMAC/s = {got / best[runtime]:.0%} of the ceiling; {n} regions: "
+              f"{n / c[key]['regions_per_s']:.1f} s, at the ceiling {floor_seconds(gmac, n, best[runtime]):.1f} s |")
+
+
 def print_table(res: dict, image_name: str, batch: int, extra: dict) -> None:
     """The figures as one markdown table (the README pastes it)."""
     print(f"| measurement ({image_name}, {torch.get_num_threads()} threads) | regions/s |")
@@ -220,6 +251,7 @@ def print_table(res: dict, image_name: str, batch: int, extra: dict) -> None:
         best = max(sweep, key=sweep.get)
         print(f"| batch sweep, {sweep_labels.get(name, name)}: " + ", ".join(f"{k}: {v:.1f}" for k, v in sweep.items())
               + f" | best batch {best}: {sweep[best]:.1f} |")
+    print_ceiling(res, batch)
     for r in res.get("selective_search", []):
         print(f"| Selective Search ({r['boxes_per_image']:.0f} boxes/image), {r['workers']} worker(s), "
               f"{r['images']} images | {r['seconds_per_image']:.2f} s/image |")
@@ -313,6 +345,9 @@ def main(argv: list[str] | None = None) -> int:
             res["compile_error"] = str(e)[:500]
     res["classification"] = bench_classification(ens, image, img, boxes, cfg.warp, batch, args.rounds,
                                                   args.per_round, bf16=not args.no_bf16, extra=extra)
+    if not args.no_ceiling:
+        res["ceiling"] = {"macs_per_region": count_macs(ens.members[0], cfg.warp.size)["total"],
+                          "conv_rates": conv_rates(torch.get_num_threads(), onnx=args.onnx)}
     ens.batch_size = batch
     paths = [Path(args.image)] if args.image else []
     if args.val_dir:

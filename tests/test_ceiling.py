@@ -1,0 +1,74 @@
+"""Multiply-add counts against hand-computed answers and the paper's figure; the ceiling rows' bookkeeping."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from detector.ceiling import ceilings, conv_rates, count_macs, floor_seconds
+from detector.googlenet import GoogLeNet
+
+
+def test_count_macs_by_hand():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 8, 1, groups=2), nn.Flatten(),
+                        nn.Linear(8 * 8 * 8, 10))
+    m = count_macs(net, 8)
+    # conv 3->4 3x3 on 8x8: 4*8*8 outputs x 3*9; grouped 1x1 4->8 (2 groups): 8*8*8 outputs x 2; fc 10 x 512
+    assert m["layers"] == {"0": 256 * 27, "2": 512 * 2, "4": 10 * 512}
+    assert (m["conv"], m["linear"], m["total"]) == (6912 + 1024, 5120, 6912 + 1024 + 5120)
+    assert net.training  # the mode is given back
+
+
+def test_googlenet_is_the_papers_1_5_billion_multiply_adds():
+    # "Going Deeper with Convolutions", section 1: "a computational budget of 1.5 billion multiply-adds at
+    # inference time"; Table 1's ops column sums to about the same
+    m = count_macs(GoogLeNet(num_classes=1000), 224)
+    assert 1.45e9 < m["total"] < 1.6e9
+    assert m["linear"] == 1024 * 1000
+    assert m["layers"]["conv1"] == 112 * 112 * 64 * 3 * 49  # 7x7/2 on 224x224
+    assert m["layers"]["conv2"] == 56 * 56 * 192 * 64 * 9  # after conv1's stride 2 and pool1's
+
+
+def test_ceilings_and_floor():
+    rows = [{"runtime": "eager", "gmac_per_s": 50.0}, {"runtime": "eager", "gmac_per_s": 80.0},
+            {"runtime": "onnx_int8", "gmac_per_s": 300.0}]
+    assert ceilings(rows) == {"eager": 80.0, "onnx_int8": 300.0}
+    assert floor_seconds(1.5, 1000, 300.0) == pytest.approx(5.0)
+    assert math.isinf(floor_seconds(1.5, 10, 0.0))
+
+
+def test_conv_rates_time_the_counted_work():
+    pytest.importorskip("onnxruntime")
+    rows = conv_rates(threads=1, batch=2, depth=2, rounds=1, shapes=[("tiny", 8, 3, 6)])
+    assert sorted(r["runtime"] for r in rows) == ["eager", "onnx", "onnx_int8"]
+    for r in rows:  # two 3x3 convolutions 8->8 on 6x6, batch 2
+        assert r["gmacs"] == pytest.approx(2 * 2 * 6 * 6 * 8 * 8 * 9 / 1e9)
+        assert r["seconds"] > 0 and r["gmac_per_s"] == pytest.approx(r["gmacs"] / r["seconds"])
+    assert torch.get_num_threads() >= 1
+
+
+def test_benchmark_prints_the_floor_from_the_ceiling(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("tool_benchmark",
+                                                  Path(__file__).resolve().parents[1] / "tools" / "benchmark.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    res = {"num_boxes": 1000,
+           "classification": {"batch": {"regions_per_s": 50.0}, "onnx_int8": {"regions_per_s": 150.0,
+                                                                                "batch_size": 16}},
+           "ceiling": {"macs_per_region": 1.5e9, "conv_rates": [
+               {"runtime": "eager", "shape": "a", "batch": 16, "gmac_per_s": 100.0},
+               {"runtime": "eager", "shape": "b", "batch": 16, "gmac_per_s": 75.0},
+               {"runtime": "onnx_int8", "shape": "a", "batch": 16, "gmac_per_s": 450.0}]}}
+    tool.print_ceiling(res, 8)
+    out = capsys.readouterr().out.splitlines()
+    # eager: 50 regions/s x 1.5 GMAC = 75 GMAC/s of the best 100; 1000 regions in 20 s, at 100 GMAC/s 15 s
+    assert out[0].endswith("| 100 / 75 GMAC/s |")
+    assert "(batch 8; 1.50 GMAC/region) | 75 GMAC/s = 75% of the ceiling; 1000 regions: 20.0 s, at the ceiling " \
+           "15.0 s |" in out[1]
+    # int8 at batch 16: 225 of 450 GMAC/s; 6.7 s, at the ceiling 1000 x 1.5 / 450 = 3.3 s; no ONNX fp32 rows
+    assert "(batch 16; 1.50 GMAC/region) | 225 GMAC/s = 50% of the ceiling; 1000 regions: 6.7 s, at the " \
+           "ceiling 3.3 s |" in out[3]
+    assert len(out) == 4
