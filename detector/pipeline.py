@@ -252,8 +252,8 @@ def detect_in_workers(paths: Sequence[Path], classifier: Ensemble, cfg, workers:
                                                                          Detections | None, StageTimings | None,
                                                                          BaseException | None]]:
     """Detect over many images in ``workers`` processes, each a whole :class:`Detector` (its own Selective
-    Search, warps and a copy of ``classifier``) on every ``workers``-th image with ``threads // workers``
-    threads (``threads`` 0: all cores). Yields ``(path, image, detections, timings, error)`` in the order of
+    Search, warps and a copy of ``classifier``) with ``threads // workers`` threads (``threads`` 0: all
+    cores), each taking the next image from a shared queue when it is free. Yields ``(path, image, detections, timings, error)`` in the order of
     ``paths``; ``cfg`` is the whole :class:`~detector.config.Config` (proposals, warp, detect sections).
 
     The other overlap besides :func:`prefetch_proposals`: there one process classifies while a worker runs
