@@ -72,3 +72,9 @@ def test_benchmark_prints_the_floor_from_the_ceiling(capsys):
     assert "(batch 16; 1.50 GMAC/region) | 225 GMAC/s = 50% of the ceiling; 1000 regions: 6.7 s, at the " \
            "ceiling 3.3 s |" in out[3]
     assert len(out) == 4
+
+
+def test_conv_rates_without_onnx_runtime_time_torch_only():
+    rows = conv_rates(threads=1, batch=1, depth=1, rounds=1, onnx=False, shapes=[("tiny 1x1", 4, 1, 5)])
+    assert [r["runtime"] for r in rows] == ["eager"]
+    assert rows[0]["gmacs"] == pytest.approx(5 * 5 * 4 * 4 / 1e9)
