@@ -15,16 +15,24 @@ Built on OpenCV contrib's ``cv2.ximgproc.segmentation`` with the hierarchies set
 
 Determinism: OpenCV ranks boxes by hierarchy level times C ``rand()``; we seed libc's ``rand`` (``srand(0)``)
 right before ``process()``, so the same image and config give the same boxes in the same (OpenCV-ranked)
-order in any process and on any call; duplicates keep their first (best-ranked) occurrence.
+order in any process and on any call; duplicates keep their first (best-ranked) occurrence. That stream is
+process-wide: another thread calling ``rand()`` during ``process()`` takes a value from it and reorders the
+boxes (the set of boxes stays the same). ONNX Runtime's telemetry thread does so every 5-9 s; importing
+``detector`` stops ONNX Runtime from starting it (``detector/__init__.py``), and when onnxruntime was
+imported before us with telemetry on, the first Selective Search call warns once.
 """
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
+import os
+import sys
 
 import cv2
 import numpy as np
 
+import detector
 from detector.boxes import empty_boxes, scale_boxes, xywh_to_xyxy
 from detector.config import SelectiveSearchConfig
 
@@ -113,9 +121,24 @@ def _run_opencv(bgr: np.ndarray, cfg: SelectiveSearchConfig) -> np.ndarray:
         for s in strategies:
             ss.addStrategy(_strategy(s))
     if _libc is not None:
+        if _ort_shares_rand():
+            _warn_rand_shared()
         _libc.srand(0)  # OpenCV's ranking multiplies levels by rand(): seed it for a reproducible order
     rects = ss.process()
     return np.asarray(rects, dtype=np.float32).reshape(-1, 4)
+
+
+def _ort_shares_rand() -> bool:
+    """True when ONNX Runtime is loaded with its telemetry thread (which calls ``rand()``) likely running."""
+    return "onnxruntime" in sys.modules and (
+        detector.ORT_IMPORTED_FIRST or os.environ.get("ORT_DISABLE_TELEMETRY") != "1")
+
+
+@functools.lru_cache(maxsize=1)
+def _warn_rand_shared() -> None:
+    log.warning("onnxruntime was imported with its telemetry on (before `detector`, or with "
+                "ORT_DISABLE_TELEMETRY unset): its thread calls rand(), so Selective Search may return the same "
+                "boxes in a different order from run to run; set ORT_DISABLE_TELEMETRY=1 before importing it")
 
 
 def _unique_first(boxes: np.ndarray) -> np.ndarray:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+import detector  # noqa: F401 - sets ORT_DISABLE_TELEMETRY before any test module imports onnxruntime
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -43,3 +45,22 @@ def bvlc_weights() -> Path:
     if not p.is_file():
         pytest.skip(f"BVLC GoogLeNet weights not found at {p} (set GOOGLENET_WEIGHTS)")
     return p
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_logging():
+    """Undo a tool's ``setup_logging`` after each test.
+
+    Tools called in-process (``main(argv)``) put a plain ``StreamHandler`` on pytest's captured stderr,
+    which pytest closes after the test; left in place, every later log record printed a "Logging error"
+    traceback. pytest's own handlers are subclasses and are left to pytest."""
+    import logging
+
+    root = logging.getLogger()
+    before, level = set(root.handlers), root.level
+    yield
+    for h in root.handlers[:]:
+        if h not in before and type(h) in (logging.StreamHandler, logging.FileHandler):
+            root.removeHandler(h)
+            h.close()
+    root.setLevel(level)

@@ -96,3 +96,51 @@ def test_opencv_failure_names_image_or_falls_back(monkeypatch):
         selective_search(img, SelectiveSearchConfig(), name="photo_7.jpg")
     whole = selective_search(img, SelectiveSearchConfig(fallback_whole_image=True), name="photo_7.jpg")
     np.testing.assert_array_equal(whole, np.array([[0, 0, 80, 60]], np.float32))  # original coordinates
+
+
+def _python(code: str, drop_env: str = "ORT_DISABLE_TELEMETRY") -> subprocess.CompletedProcess:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != drop_env}
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_onnxruntime_imported_after_detector_leaves_rand_alone():
+    """ONNX Runtime 1.32's telemetry thread calls rand() ~9 s after import and every 5-9 s after; that reordered
+    Selective Search boxes. Importing ``detector`` first must keep the thread from starting: nothing else in
+    the process may take values from the srand(0) stream during 12 s (with the thread, this prints False)."""
+    pytest.importorskip("onnxruntime")
+    code = ("import ctypes, time, detector, onnxruntime\n"
+            "libc = ctypes.CDLL(None)\n"
+            "libc.srand(0); first = libc.rand()\n"
+            "libc.srand(0); time.sleep(12); print(libc.rand() == first)\n")
+    out = _python(code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "True"
+
+
+def test_onnxruntime_imported_first_is_warned_about():
+    pytest.importorskip("onnxruntime")
+    code = ("import numpy as np, onnxruntime, detector\n"
+            "from detector.config import SelectiveSearchConfig\n"
+            "from proposals.selective_search import selective_search\n"
+            "img = np.zeros((60, 80, 3), np.uint8); img[10:40, 10:50] = 200\n"
+            "for _ in range(2): selective_search(img, SelectiveSearchConfig())\n")
+    out = _python(code)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.count("ORT_DISABLE_TELEMETRY=1 before importing it") == 1  # once, not per call
+
+
+def test_check_ss_order_tool_prints_both_settings(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    from PIL import Image
+
+    from conftest import load_tool
+
+    img, _ = _scene(200, 150)
+    Image.fromarray(img).save(tmp_path / "scene.png")
+    assert load_tool("check_ss_order").main([str(tmp_path / "scene.png"), "--seconds", "0.5"]) == 0
+    rows = {line[:52].strip(): line[52:].split() for line in capsys.readouterr().out.splitlines()[1:]}
+    calls, reordered, other_set, boxes = map(int, rows["onnxruntime imported after detector (telemetry off)"])
+    assert calls >= 1 and reordered == 0 and other_set == 0 and boxes >= 3
+    assert "onnxruntime imported first, telemetry on" in rows
