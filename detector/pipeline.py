@@ -5,7 +5,8 @@
 
 No bounding-box regression and no context model (the GoogLeNet entry used neither). The proposer is
 any callable ``(image, name) -> float32 [N, 4]`` xyxy; :func:`make_proposer` builds the paper's one
-(proposals/, through the on-disk cache) or the whole-image lower bound.
+or the whole-image lower bound (it lives in ``proposals.cache`` with the workers' entry points, which must
+not import torch, and is re-exported here).
 """
 from __future__ import annotations
 
@@ -13,14 +14,17 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
+from proposals.cache import (WHOLE_IMAGE, Proposer, _worker_init, make_proposer, read_and_propose,
+                             whole_image_proposer)
+
 from .boxes import as_boxes, batched_nms, clip_boxes, valid_mask
 from .classifier import Ensemble
-from .config import ConfigError, DetectConfig, ProposalConfig, WarpConfig
+from .config import DetectConfig, ProposalConfig, WarpConfig
 from .structures import Detections
 from .warp import prepare_image
 
@@ -28,32 +32,6 @@ __all__ = ["Proposer", "whole_image_proposer", "make_proposer", "select_detectio
            "Detector", "WHOLE_IMAGE", "prefetch_proposals", "detect_in_workers"]
 
 log = logging.getLogger(__name__)
-
-Proposer = Callable[[np.ndarray, "str | None"], np.ndarray]
-WHOLE_IMAGE = "whole_image"
-
-
-def whole_image_proposer(image: np.ndarray, name: str | None = None) -> np.ndarray:
-    """One proposal, the whole image ``[[0, 0, W, H]]``: the lower bound that shows proposals matter."""
-    h, w = image.shape[:2]
-    return np.array([[0, 0, w, h]], np.float32)
-
-
-def make_proposer(cfg: ProposalConfig, whole_image: bool = False) -> Proposer:
-    """The proposer for ``cfg`` (``proposals.cache.propose``: Selective Search / MultiBox / both, cached),
-    or :func:`whole_image_proposer` when ``whole_image`` is set or ``cfg.method == "whole_image"``."""
-    if whole_image or cfg.method == WHOLE_IMAGE:
-        return whole_image_proposer
-    from proposals.cache import METHODS, propose
-
-    if cfg.method not in METHODS:
-        raise ConfigError(f"proposals.method must be one of {(*METHODS, WHOLE_IMAGE)}, got {cfg.method!r}")
-
-    def proposer(image: np.ndarray, name: str | None = None) -> np.ndarray:
-        return propose(image, cfg, name)
-
-    return proposer
-
 
 def select_detections(boxes: np.ndarray, probs: np.ndarray, nms_threshold: float, score_threshold: float,
                       max_per_image: int) -> Detections:
@@ -162,24 +140,6 @@ class Detector:
         return dets
 
 
-def _read_and_propose(job):
-    """Worker: read one image and compute its proposals (runs in a separate process)."""
-    from .imageio import read_image
-
-    path, cfg, whole_image = job
-    try:
-        image = read_image(path)
-        return path, image, make_proposer(cfg, whole_image)(image, Path(path).stem), None
-    except Exception as e:  # noqa: BLE001 - handed back to the caller, which decides
-        return path, None, None, e
-
-
-def _init_worker() -> None:
-    import cv2
-    cv2.setNumThreads(1)
-    torch.set_num_threads(1)
-
-
 def prefetch_proposals(paths: Sequence[Path], cfg: ProposalConfig, whole_image: bool = False, workers: int = 1,
                        ahead: int = 2) -> Iterator[tuple[Path, np.ndarray | None, np.ndarray | None,
                                                           BaseException | None]]:
@@ -189,24 +149,24 @@ def prefetch_proposals(paths: Sequence[Path], cfg: ProposalConfig, whole_image: 
     At most ``ahead`` images are held beyond the current one, so memory stays bounded."""
     if workers <= 0 or len(paths) < 2:
         for p in paths:
-            yield _read_and_propose((p, cfg, whole_image))
+            yield read_and_propose((p, cfg, whole_image))
         return
     import multiprocessing as mp
     from collections import deque
 
     ctx = mp.get_context("spawn")
-    with ctx.Pool(workers, initializer=_init_worker) as pool:
+    with ctx.Pool(workers, initializer=_worker_init) as pool:
         pending: deque = deque()
         it = iter(paths)
         for p in it:
-            pending.append(pool.apply_async(_read_and_propose, ((p, cfg, whole_image),)))
+            pending.append(pool.apply_async(read_and_propose, ((p, cfg, whole_image),)))
             if len(pending) > ahead:
                 break
         while pending:
             result = pending.popleft().get()
             nxt = next(it, None)
             if nxt is not None:
-                pending.append(pool.apply_async(_read_and_propose, ((nxt, cfg, whole_image),)))
+                pending.append(pool.apply_async(read_and_propose, ((nxt, cfg, whole_image),)))
             yield result
 
 

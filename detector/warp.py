@@ -43,7 +43,6 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchvision
 
 from .boxes import as_boxes
 from .config import WarpConfig
@@ -180,6 +179,8 @@ def _sample_cv2(img: PreparedImage, d: np.ndarray, size: int) -> torch.Tensor:
 
 
 def _sample_roi_align(img: PreparedImage, d: np.ndarray, size: int) -> torch.Tensor:
+    import torchvision  # here only: importing it pulls in torch._dynamo (~1 s of every tool's and worker's start-up)
+
     dt = torch.from_numpy(d)
     rois = torch.cat([torch.zeros(len(dt), 1), dt], dim=1)
     return torchvision.ops.roi_align(img.nchw(), rois, output_size=(size, size), spatial_scale=1.0,

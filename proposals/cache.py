@@ -6,7 +6,10 @@ image's identity (path, byte size, modification time). A file whose key differs 
 (caches are honest). Files are written atomically (temporary file + ``os.replace``), so an interrupted run
 leaves only complete files and re-running continues where it stopped.
 
-:func:`propose` is the one dispatch on ``ProposalConfig.method``.
+:func:`propose` is the one dispatch on ``ProposalConfig.method``; :func:`make_proposer` adds the whole-image
+proposer. The worker processes' entry points (:func:`_worker_init`, :func:`read_and_propose`, used here and by
+``detector.pipeline.prefetch_proposals``) live in this module because it imports no torch: a spawned worker
+imports only what unpickling its function needs, so it is ready in well under a second.
 """
 from __future__ import annotations
 
@@ -16,24 +19,28 @@ import logging
 import multiprocessing as mp
 import os
 import re
+import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
-from detector.config import ProposalConfig, config_to_dict
+from detector.config import ConfigError, ProposalConfig, config_to_dict
 from detector.imageio import read_image
 from detector.structures import ImageRecord
 
 from .selective_search import selective_search
 
-__all__ = ["METHODS", "propose", "cache_key", "cache_file", "load_proposals", "save_proposals",
+__all__ = ["METHODS", "WHOLE_IMAGE", "Proposer", "propose", "whole_image_proposer", "make_proposer",
+           "read_and_propose", "cache_key", "cache_file", "load_proposals", "save_proposals",
            "compute_proposals", "cached_seconds"]
 
 log = logging.getLogger(__name__)
 
 METHODS = ("ss", "multibox", "ss+multibox")
+WHOLE_IMAGE = "whole_image"
+Proposer = Callable[[np.ndarray, "str | None"], np.ndarray]
 
 
 def propose(image: np.ndarray, cfg: ProposalConfig, name: str = "<image>") -> np.ndarray:
@@ -48,6 +55,26 @@ def propose(image: np.ndarray, cfg: ProposalConfig, name: str = "<image>") -> np
                              "which is not available in this installation") from None
         return propose_with_multibox(image, cfg, name)
     raise ValueError(f"proposals.method must be one of {METHODS}, got {cfg.method!r}")
+
+
+def whole_image_proposer(image: np.ndarray, name: str | None = None) -> np.ndarray:
+    """One proposal, the whole image ``[[0, 0, W, H]]``: the lower bound that shows proposals matter."""
+    h, w = image.shape[:2]
+    return np.array([[0, 0, w, h]], np.float32)
+
+
+def make_proposer(cfg: ProposalConfig, whole_image: bool = False) -> Proposer:
+    """The proposer for ``cfg`` (:func:`propose`: Selective Search / MultiBox / both), or
+    :func:`whole_image_proposer` when ``whole_image`` is set or ``cfg.method == "whole_image"``."""
+    if whole_image or cfg.method == WHOLE_IMAGE:
+        return whole_image_proposer
+    if cfg.method not in METHODS:
+        raise ConfigError(f"proposals.method must be one of {(*METHODS, WHOLE_IMAGE)}, got {cfg.method!r}")
+
+    def proposer(image: np.ndarray, name: str | None = None) -> np.ndarray:
+        return propose(image, cfg, name)
+
+    return proposer
 
 
 def _proposer_digest(cfg: ProposalConfig) -> str:
@@ -119,13 +146,23 @@ def cached_seconds(record: ImageRecord, cache_dir: Path) -> float:
 
 
 def _worker_init() -> None:
+    """One core per worker: OpenCV single-threaded, and torch too should MultiBox load it later."""
     import cv2
     cv2.setNumThreads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"  # read when torch first starts its thread pool
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+
+
+def read_and_propose(job: tuple) -> tuple:
+    """Worker: ``(path, cfg, whole_image)`` -> ``(path, image, proposals, None)``, or ``(path, None, None,
+    error)`` when reading or proposing fails (handed back to the caller, which decides)."""
+    path, cfg, whole_image = job
     try:
-        import torch
-        torch.set_num_threads(1)
-    except ImportError:  # pragma: no cover
-        pass
+        image = read_image(path)
+        return path, image, make_proposer(cfg, whole_image)(image, Path(path).stem), None
+    except Exception as e:  # noqa: BLE001 - handed back to the caller, which decides
+        return path, None, None, e
 
 
 def _compute_one(args) -> tuple[str, int, str | None]:

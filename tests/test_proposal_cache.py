@@ -56,3 +56,17 @@ def test_parallel_workers_match_serial(tmp_path):
     a = compute_proposals(recs, _cfg(1.0), tmp_path / "a", workers=1, progress=False)
     b = compute_proposals(recs, _cfg(1.0), tmp_path / "b", workers=2, progress=False)
     assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_proposal_workers_import_no_torch():
+    """Spawned Selective Search workers import only what unpickling ``proposals.cache``'s functions needs; torch
+    and torchvision cost ~3 s of start-up per worker, and torchvision pulls in torch._dynamo everywhere."""
+    import subprocess
+    import sys
+
+    code = ("import sys, proposals.cache, detector.structures\n"
+            "assert 'torch' not in sys.modules, 'proposals.cache imports torch'\n"
+            "import detector.pipeline\n"
+            "assert 'torchvision' not in sys.modules, 'detector.pipeline imports torchvision'\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
