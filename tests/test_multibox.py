@@ -86,7 +86,7 @@ def test_training_steps_lower_loss_including_image_without_gt():
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     assert losses[-1] < losses[0] * 0.8
 
 
