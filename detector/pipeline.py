@@ -19,7 +19,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from proposals.cache import (WHOLE_IMAGE, Proposer, _worker_init, make_proposer, read_and_propose,
+from proposals.cache import (WHOLE_IMAGE, Proposer, init_worker, make_proposer, read_and_propose,
                              whole_image_proposer)
 
 from .boxes import as_boxes, batched_nms, clip_boxes, valid_mask
@@ -155,7 +155,7 @@ def prefetch_proposals(paths: Sequence[Path], cfg: ProposalConfig, whole_image: 
     from collections import deque
 
     ctx = mp.get_context("spawn")
-    with ctx.Pool(workers, initializer=_worker_init) as pool:
+    with ctx.Pool(workers, initializer=init_worker) as pool:
         pending: deque = deque()
         it = iter(paths)
         for p in it:

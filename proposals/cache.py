@@ -7,7 +7,7 @@ image's identity (path, byte size, modification time). A file whose key differs 
 leaves only complete files and re-running continues where it stopped.
 
 :func:`propose` is the one dispatch on ``ProposalConfig.method``; :func:`make_proposer` adds the whole-image
-proposer. The worker processes' entry points (:func:`_worker_init`, :func:`read_and_propose`, used here and by
+proposer. The worker processes' entry points (:func:`init_worker`, :func:`read_and_propose`, used here and by
 ``detector.pipeline.prefetch_proposals``) live in this module because it imports no torch: a spawned worker
 imports only what unpickling its function needs, so it is ready in well under a second.
 """
@@ -33,7 +33,7 @@ from detector.structures import ImageRecord
 from .selective_search import selective_search
 
 __all__ = ["METHODS", "WHOLE_IMAGE", "Proposer", "propose", "whole_image_proposer", "make_proposer",
-           "read_and_propose", "cache_key", "cache_file", "load_proposals", "save_proposals",
+           "read_and_propose", "init_worker", "cache_key", "cache_file", "load_proposals", "save_proposals",
            "compute_proposals", "cached_seconds"]
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ def cached_seconds(record: ImageRecord, cache_dir: Path) -> float:
         return float("nan")
 
 
-def _worker_init() -> None:
+def init_worker() -> None:
     """One core per worker: OpenCV single-threaded, and torch too should MultiBox load it later."""
     import cv2
     cv2.setNumThreads(1)
@@ -207,7 +207,7 @@ def compute_proposals(records: Sequence[ImageRecord], cfg: ProposalConfig, cache
         bar = tqdm(total=len(jobs), desc="proposals", unit="img", disable=not progress)
         if workers > 1:
             ctx = mp.get_context("spawn")
-            with ctx.Pool(workers, initializer=_worker_init) as pool:
+            with ctx.Pool(workers, initializer=init_worker) as pool:
                 results = list(_progress(pool.imap_unordered(_compute_one, jobs), bar))
         else:
             results = list(_progress(map(_compute_one, jobs), bar))

@@ -39,22 +39,19 @@ def test_ceilings_and_floor():
 
 def test_conv_rates_time_the_counted_work():
     pytest.importorskip("onnxruntime")
+    threads = torch.get_num_threads()
     rows = conv_rates(threads=1, batch=2, depth=2, rounds=1, shapes=[("tiny", 8, 3, 6)])
     assert sorted(r["runtime"] for r in rows) == ["eager", "onnx", "onnx_int8"]
     for r in rows:  # two 3x3 convolutions 8->8 on 6x6, batch 2
         assert r["gmacs"] == pytest.approx(2 * 2 * 6 * 6 * 8 * 8 * 9 / 1e9)
         assert r["seconds"] > 0 and r["gmac_per_s"] == pytest.approx(r["gmacs"] / r["seconds"])
-    assert torch.get_num_threads() >= 1
+    assert torch.get_num_threads() == threads  # given back
 
 
 def test_benchmark_prints_the_floor_from_the_ceiling(capsys):
-    import importlib.util
-    from pathlib import Path
+    from conftest import load_tool
 
-    spec = importlib.util.spec_from_file_location("tool_benchmark",
-                                                  Path(__file__).resolve().parents[1] / "tools" / "benchmark.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("benchmark")
     res = {"num_boxes": 1000,
            "classification": {"batch": {"regions_per_s": 50.0}, "onnx_int8": {"regions_per_s": 150.0,
                                                                                 "batch_size": 16}},

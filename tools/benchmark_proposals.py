@@ -26,7 +26,7 @@ import numpy as np
 from detector.cli import run, setup_logging
 from detector.config import ProposalConfig, SelectiveSearchConfig
 from detector.datasets.cli import add_dataset_arguments, dataset_from_args
-from proposals.cache import _worker_init, compute_proposals
+from proposals.cache import init_worker, compute_proposals
 
 ROWS = [
     ("paper (k 100/200), 1 worker", SelectiveSearchConfig(superpixel_scale=2.0), 1),
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     ds = dataset_from_args(args)
     cv2.setNumThreads(1)  # in-process rows: one core
     t0 = time.perf_counter()
-    with mp.get_context("spawn").Pool(2, initializer=_worker_init) as pool:
+    with mp.get_context("spawn").Pool(2, initializer=init_worker) as pool:
         pool.map(abs, range(2), chunksize=1)  # the workers start in parallel; ready once they imported proposals
     startup = time.perf_counter() - t0
     print(f"start-up of 2 spawned workers: {startup:.2f} s (included in the 2-worker rows)")
