@@ -12,7 +12,9 @@ pixel coordinates: the left edge of the first pixel is 0, width = ``x2 - x1``; a
 
 torch and torchvision are imported inside the two NMS functions only: everything else here is numpy, and
 Selective Search worker processes (which import this module through ``detector.structures``) then start in
-a fraction of a second instead of the ~2-3 s that importing torch + torchvision takes.
+a fraction of a second instead of the ~2-3 s that importing torch + torchvision takes. A
+:class:`~detector.pipeline.Detector` calls :func:`load_nms` when it is built, so that ~1 s import is paid at
+start-up and not inside the first image's NMS timing.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import numpy as np
 
 __all__ = [
     "as_boxes", "empty_boxes", "areas", "widths_heights", "iou_matrix", "clip_boxes", "valid_mask",
-    "nms", "batched_nms", "from_one_based_inclusive", "to_one_based_inclusive", "xywh_to_xyxy",
+    "nms", "batched_nms", "load_nms", "from_one_based_inclusive", "to_one_based_inclusive", "xywh_to_xyxy",
     "xyxy_to_xywh", "scale_boxes", "hflip_boxes",
 ]
 
@@ -100,6 +102,11 @@ def hflip_boxes(boxes: np.ndarray, width: int) -> np.ndarray:
     x2 = width - b[:, 0]
     b[:, 0], b[:, 2] = x1, x2
     return b
+
+
+def load_nms() -> None:
+    """Import torchvision's NMS now (about a second after torch) rather than on the first NMS call."""
+    import torchvision.ops  # noqa: F401
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:

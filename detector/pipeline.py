@@ -22,7 +22,7 @@ import torch
 from proposals.cache import (WHOLE_IMAGE, Proposer, init_worker, make_proposer, read_and_propose,
                              whole_image_proposer)
 
-from .boxes import as_boxes, batched_nms, clip_boxes, valid_mask
+from .boxes import as_boxes, batched_nms, clip_boxes, load_nms, valid_mask
 from .classifier import Ensemble
 from .config import DetectConfig, ProposalConfig, WarpConfig
 from .structures import Detections
@@ -86,6 +86,7 @@ class Detector:
         self.warp_cfg = warp_cfg
         self.detect_cfg = detect_cfg
         self.last_timings = StageTimings()
+        load_nms()  # torchvision's import, paid here and not in the first image's "nms" time
 
     @property
     def classes(self) -> tuple[str, ...]:
