@@ -206,6 +206,8 @@ def test_fused_lrn_runs_the_same_network(tmp_path):
     assert len(fused.sessions) == 3 and len(whole.sessions) == 1 and "LRN fused" in fused.source
     np.testing.assert_allclose(fused(x).numpy(), ref, atol=1e-5)
     np.testing.assert_allclose(fused(x).numpy(), whole(x).numpy(), atol=1e-6)
+    # a channels-last batch (the cv2 sampler's) is made NCHW by the member itself: the same numbers
+    np.testing.assert_array_equal(fused(x.contiguous(memory_format=torch.channels_last)).numpy(), fused(x).numpy())
     # the LRN outputs go to arrays kept per LRN and batch shape: another batch size, then the first again
     np.testing.assert_allclose(fused(x[:2]).numpy(), ref[:2], atol=1e-5)
     np.testing.assert_allclose(fused(x).numpy(), ref, atol=1e-5)
