@@ -14,6 +14,7 @@ once; the key is stored next to the model (caches are honest: a changed source r
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import logging
@@ -27,7 +28,7 @@ import torch
 
 from .cli import UserError
 
-__all__ = ["OrtMember", "export_onnx", "quantize_int8", "onnx_members", "state_digest", "bf16_supported", "int8_recipe",
+__all__ = ["OrtMember", "CalibrationSet", "export_onnx", "quantize_int8", "onnx_members", "state_digest", "bf16_supported", "int8_recipe",
            "session_options", "lrn_specs", "split_at_lrns", "open_segments", "run_lrn", "LRN_MODES", "EXPORT_ATOL"]
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ EXPORT_ATOL = 1e-4
 # Part of the cache keys: bump when the export or the int8 recipe changes, so stale graphs are rebuilt.
 # 2: LRN bands as constants; 3: every export uses ChannelLRN (not torch's LRN ops); 4: ChannelLRN's NHWC form
 EXPORT_VERSION = 4
+CALIBRATION_VERSION = 1  # CalibrationSet.key: raise when the calibration regions are made differently
 # The int8 recipe (QDQ, per-channel int8 weights, uint8 activations; the trunk quantised, its global pool and
 # the head fp32). ``lrn_sums``: "fp32" (the default) keeps the LRNs' squares and channel-window sums in fp32
 # (x^2 needs more than 8 bits), "int8" quantises them too (less exact; 1.7x faster with export 3, no
@@ -452,11 +454,13 @@ def _lrn_sum_nodes(onnx_path: Path) -> list[str]:
 
 
 def onnx_members(members: Sequence, backend: str, cache_dir: Path, threads: int = 0,
-                 calibration: Sequence[np.ndarray] | None = None, size: int = 224,
+                 calibration: Sequence[np.ndarray] | CalibrationSet | None = None, size: int = 224,
                  recipe: dict | None = None, lrn: str = "fused") -> list[OrtMember]:
     """ONNX Runtime stand-ins for torch ``members`` (``backend`` "onnx" or "onnx_int8"), exported and
     quantised on first use (with ``recipe``, default :data:`INT8_RECIPE`) into ``cache_dir`` (keyed by each
-    member's weights digest, and for int8 by the recipe and the calibration regions). ``lrn``: "fused" runs
+    member's weights digest, and for int8 by the recipe and the calibration regions: a list of ``[n, 3, S, S]``
+    batches, keyed by their values, or a :class:`CalibrationSet`, keyed by its ``key`` and computed only if a
+    graph has to be quantised). ``lrn``: "fused" runs
     the LRNs as fused kernels between graph segments, "graph" as the graph's own operators (:class:`OrtMember`);
     the cached graphs are the same either way."""
     if backend not in ("onnx", "onnx_int8"):
@@ -481,11 +485,15 @@ def onnx_members(members: Sequence, backend: str, cache_dir: Path, threads: int 
             # recipe and the calibration regions: all are part of its name, so an int8 graph quantised from an
             # older export is never picked up again for another recipe
             cal = hashlib.sha256(json.dumps([key, recipe], sort_keys=True).encode())
-            for b in calibration:
-                cal.update(np.ascontiguousarray(b, np.float32).tobytes())
+            if isinstance(calibration, CalibrationSet):  # its key, without computing the regions
+                cal.update(calibration.key.encode())
+            else:
+                for b in calibration:
+                    cal.update(np.ascontiguousarray(b, np.float32).tobytes())
             path = cache_dir / f"{digest}_int8_{cal.hexdigest()[:12]}.onnx"
             if stale or not path.is_file():
-                quantize_int8(fp32, path, calibration, recipe)
+                regions = calibration.regions() if isinstance(calibration, CalibrationSet) else calibration
+                quantize_int8(fp32, path, regions, recipe)
         out.append(OrtMember(path, m, threads, backend, lrn_specs(m) if lrn == "fused" else None))
     return out
 
@@ -512,20 +520,24 @@ def default_cache_dir() -> Path:
     return base / "googlenet_rcnn" / "onnx"
 
 
+def _default_calibration_images() -> list[np.ndarray]:
+    import skimage.data
+
+    return [skimage.data.chelsea(), skimage.data.coffee(), skimage.data.astronaut(), skimage.data.rocket()]
+
+
 def calibration_regions(pre, warp_cfg, images: Sequence[np.ndarray] | None = None, per_image: int = 64,
                         batch: int = 32) -> list[np.ndarray]:
     """Real warped regions for int8 calibration: Selective Search proposals (the paper's setting) of
     ``images`` (default: scikit-image's bundled photos chelsea, coffee, astronaut, rocket), warped exactly as
     at test time; ``per_image`` regions evenly spread over each image's proposal list. Deterministic."""
-    import skimage.data
-
     from proposals.selective_search import selective_search
 
     from .config import SelectiveSearchConfig
     from .warp import prepare_image, warp_prepared
 
     if images is None:
-        images = [skimage.data.chelsea(), skimage.data.coffee(), skimage.data.astronaut(), skimage.data.rocket()]
+        images = _default_calibration_images()
     regions = []
     for img in images:
         boxes = selective_search(img, SelectiveSearchConfig())
@@ -537,6 +549,44 @@ def calibration_regions(pre, warp_cfg, images: Sequence[np.ndarray] | None = Non
     return [allr[i:i + batch] for i in range(0, len(allr), batch)]
 
 
+class CalibrationSet:
+    """The int8 calibration regions of :func:`calibration_regions`, computed only when a graph has to be
+    quantised. ``key`` identifies them without running Selective Search: a digest of the images' pixels, the
+    proposal, warp and preprocessing settings, the sampling, OpenCV's version and :data:`CALIBRATION_VERSION`
+    (raise it when the way the regions are made changes). Before, every ``onnx_int8`` start computed the
+    regions (Selective Search on four photos, ~3 s) only to look the cached graph up by their digest."""
+
+    def __init__(self, pre, warp_cfg, images: Sequence[np.ndarray] | None = None, per_image: int = 64,
+                 batch: int = 32) -> None:
+        self.pre, self.warp_cfg, self.images, self.per_image, self.batch = pre, warp_cfg, images, per_image, batch
+        self._regions: list[np.ndarray] | None = None
+
+    @functools.cached_property
+    def key(self) -> str:
+        import dataclasses
+
+        import cv2
+
+        from .config import SelectiveSearchConfig
+
+        h = hashlib.sha256(json.dumps(
+            {"version": CALIBRATION_VERSION, "cv2": cv2.__version__, "per_image": self.per_image,
+             "batch": self.batch, "warp": dataclasses.asdict(self.warp_cfg),
+             "proposals": dataclasses.asdict(SelectiveSearchConfig()),
+             "preprocess": [str(self.pre.channel_order).upper(), float(self.pre.scale),
+                            [float(v) for v in self.pre.mean], [float(v) for v in self.pre.std]]},
+            sort_keys=True).encode())
+        for img in self.images if self.images is not None else _default_calibration_images():
+            h.update(repr(img.shape).encode())
+            h.update(np.ascontiguousarray(img).tobytes())
+        return h.hexdigest()
+
+    def regions(self) -> list[np.ndarray]:
+        if self._regions is None:
+            self._regions = calibration_regions(self.pre, self.warp_cfg, self.images, self.per_image, self.batch)
+        return self._regions
+
+
 def convert_members(members: Sequence, backend: str, warp_cfg, threads: int = 0,
                     cache_dir: Path | None = None, recipe: dict | None = None, lrn: str = "fused") -> list:
     """``members`` for ``backend``: unchanged for torch backends, ONNX Runtime sessions for onnx/onnx_int8
@@ -546,6 +596,6 @@ def convert_members(members: Sequence, backend: str, warp_cfg, threads: int = 0,
     from .config import WarpConfig
     check_lrn_mode(lrn, (recipe or INT8_RECIPE) if backend == "onnx_int8" else None)  # before calibrating
     warp_cfg = warp_cfg or WarpConfig()
-    calib = calibration_regions(members[0].preprocess, warp_cfg) if backend == "onnx_int8" else None
+    calib = CalibrationSet(members[0].preprocess, warp_cfg) if backend == "onnx_int8" else None
     return onnx_members(members, backend, cache_dir or default_cache_dir(), threads, calib, warp_cfg.size,
                         recipe, lrn)

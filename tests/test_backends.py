@@ -226,3 +226,42 @@ def test_fused_lrn_runs_the_same_network(tmp_path):
 
     with pytest.raises(RuntimeError, match="no channels-last LRN at /net/norm9/"):
         split_at_lrns(onnx.load(str(q)), [{**lrn_specs(m)[0], "prefix": "/net/norm9/"}])
+
+
+def test_int8_calibration_regions_are_computed_only_to_quantise(tmp_path, monkeypatch):
+    """A CalibrationSet finds the cached int8 graph by its key (the images' pixels and the settings), so a
+    start with the graph in the cache runs no Selective Search; any input that changes the regions changes the key."""
+    import detector.backends as b
+    from detector.config import WarpConfig
+
+    m = _member(tiny=True)
+    rng = np.random.default_rng(0)
+    imgs = []
+    for _ in range(2):  # blocks of colour: Selective Search finds regions in them
+        img = np.full((96, 128, 3), 200, np.uint8)
+        for _ in range(6):
+            y, x = rng.integers(0, 70), rng.integers(0, 100)
+            img[y:y + rng.integers(15, 40), x:x + rng.integers(15, 40)] = rng.integers(0, 255, 3)
+        imgs.append(img)
+    warp = WarpConfig(size=32, context_pad=2)
+    calls = []
+    real = b.calibration_regions
+    monkeypatch.setattr(b, "calibration_regions", lambda *a, **k: calls.append(1) or real(*a, **k))
+    cs = b.CalibrationSet(m.preprocess, warp, imgs, per_image=8)
+    onnx_members([m], "onnx_int8", tmp_path, calibration=cs, size=32)
+    regions = cs.regions()
+    assert len(calls) == 1 and len(list(tmp_path.glob("*_int8_*.onnx"))) == 1
+    assert sum(len(r) for r in regions) == 16 and regions[0].shape[1:] == (3, 32, 32)
+    again = b.CalibrationSet(m.preprocess, warp, [i.copy() for i in imgs], per_image=8)
+    onnx_members([m], "onnx_int8", tmp_path, calibration=again, size=32)
+    assert len(calls) == 1 and len(list(tmp_path.glob("*_int8_*.onnx"))) == 1  # found by the key alone
+    assert again.key == cs.key
+    other = [i.copy() for i in imgs]
+    other[1][0, 0, 0] ^= 1  # one pixel
+    keys = {b.CalibrationSet(m.preprocess, warp, other, per_image=8).key,
+            b.CalibrationSet(m.preprocess, WarpConfig(size=32, context_pad=4), imgs, per_image=8).key,
+            b.CalibrationSet(m.preprocess, warp, imgs, per_image=4).key,
+            b.CalibrationSet(m.preprocess, warp, imgs[:1], per_image=8).key}
+    monkeypatch.setattr(b, "CALIBRATION_VERSION", b.CALIBRATION_VERSION + 1)
+    keys.add(b.CalibrationSet(m.preprocess, warp, imgs, per_image=8).key)
+    assert len(keys) == 5 and cs.key not in keys

@@ -124,13 +124,13 @@ def _classify(args, cfg, dataset, members, warp, names):
     t0 = time.perf_counter()
     nets, is_probs = [m.net for m in members], False
     if args.backend != "eager":
-        from detector.backends import calibration_regions, default_cache_dir, int8_recipe, onnx_members
+        from detector.backends import CalibrationSet, default_cache_dir, int8_recipe, onnx_members
         from detector.imageio import read_image
 
         calib = None
         if args.backend == "onnx_int8":
             imgs = [read_image(p) for p in args.calibrate_on] or None
-            calib = calibration_regions(members[0].preprocess, warp, imgs)
+            calib = CalibrationSet(members[0].preprocess, warp, imgs)
         recipe = int8_recipe(cfg.model.int8_lrn_sums, cfg.model.int8_calibration)  # --set model.int8_...
         nets = onnx_members(members, args.backend, default_cache_dir(), args.threads, calib, warp.size, recipe,
                             cfg.model.onnx_lrn)
