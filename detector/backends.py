@@ -28,8 +28,9 @@ import torch
 
 from .cli import UserError
 
-__all__ = ["OrtMember", "CalibrationSet", "export_onnx", "quantize_int8", "onnx_members", "state_digest", "bf16_supported", "int8_recipe",
-           "session_options", "lrn_specs", "split_at_lrns", "open_segments", "run_lrn", "LRN_MODES", "EXPORT_ATOL"]
+__all__ = ["OrtMember", "export_onnx", "quantize_int8", "onnx_members", "state_digest", "bf16_supported", "int8_recipe",
+           "CalibrationSet", "session_options", "lrn_specs", "split_at_lrns", "open_segments", "run_lrn", "LRN_MODES",
+           "EXPORT_ATOL"]
 
 log = logging.getLogger(__name__)
 
@@ -567,14 +568,14 @@ class CalibrationSet:
 
         import cv2
 
+        from .classifier import preprocess_key
         from .config import SelectiveSearchConfig
 
         h = hashlib.sha256(json.dumps(
             {"version": CALIBRATION_VERSION, "cv2": cv2.__version__, "per_image": self.per_image,
              "batch": self.batch, "warp": dataclasses.asdict(self.warp_cfg),
              "proposals": dataclasses.asdict(SelectiveSearchConfig()),
-             "preprocess": [str(self.pre.channel_order).upper(), float(self.pre.scale),
-                            [float(v) for v in self.pre.mean], [float(v) for v in self.pre.std]]},
+             "preprocess": preprocess_key(self.pre)},
             sort_keys=True).encode())
         for img in self.images if self.images is not None else _default_calibration_images():
             h.update(repr(img.shape).encode())

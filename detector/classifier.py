@@ -239,9 +239,9 @@ class Ensemble:
                 raise UserError(f"ensemble members disagree on classes: {first.source} has "
                                 f"{first.num_classes} classes, {m.source} has {m.num_classes} "
                                 "(or a different order)")
-            if _pre_key(m.preprocess) != _pre_key(first.preprocess):
+            if preprocess_key(m.preprocess) != preprocess_key(first.preprocess):
                 raise UserError(f"ensemble members need the same preprocessing: {first.source} uses "
-                                f"{_pre_key(first.preprocess)}, {m.source} uses {_pre_key(m.preprocess)}")
+                                f"{preprocess_key(first.preprocess)}, {m.source} uses {preprocess_key(m.preprocess)}")
         self.members = list(self.members)
         for m in self.members:
             if not isinstance(m, nn.Module):  # an ONNX Runtime session (detector/backends.py)
@@ -305,7 +305,8 @@ class Ensemble:
         return out
 
 
-def _pre_key(pre: PreprocessLike) -> tuple:
+def preprocess_key(pre: PreprocessLike) -> tuple:
+    """The numbers that define a preprocessing: channel order, scale, mean, std (comparable, JSON-able)."""
     return (str(pre.channel_order).upper(), float(pre.scale), tuple(map(float, pre.mean)),
             tuple(map(float, pre.std)))
 

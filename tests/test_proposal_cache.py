@@ -60,7 +60,8 @@ def test_parallel_workers_match_serial(tmp_path):
 
 def test_proposal_workers_import_no_torch():
     """Spawned Selective Search workers import only what unpickling ``proposals.cache``'s functions needs; torch
-    and torchvision cost ~3 s of start-up per worker, and torchvision pulls in torch._dynamo everywhere; a Detector, which runs NMS, imports it when built."""
+    and torchvision cost ~3 s of start-up per worker, and torchvision pulls in torch._dynamo everywhere. A Detector,
+    which runs NMS, imports it when built."""
     import subprocess
     import sys
 
