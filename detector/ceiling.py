@@ -2,8 +2,8 @@
 
 R-CNN's cost is one network forward per region, and GoogLeNet's forward is almost all convolution (the
 paper: "1.5 billion multiply-adds at inference time"). :func:`count_macs` counts a module's multiply-adds
-per input; :func:`conv_rates` times each runtime the classifier runs on (torch/oneDNN fp32, ONNX Runtime
-fp32 and int8) on chains of large, GEMM-friendly convolutions, which is about the fastest those runtimes
+per input; :func:`conv_rates` times each runtime the classifier runs on (torch/oneDNN fp32 and int8, ONNX
+Runtime fp32 and int8) on chains of large, GEMM-friendly convolutions, which is about the fastest those runtimes
 convolve here. Together they give a floor under the time of N regions that no setting of the pipeline can
 go below (``tools/benchmark.py`` prints it beside the measured rows; README "Speed").
 """
@@ -103,10 +103,11 @@ def _onnx_chains(chain: nn.Sequential, x: torch.Tensor, tmp: str, threads: int) 
 
 
 def conv_rates(threads: int = 2, batch: int = 16, depth: int = 4, rounds: int = 5, onnx: bool = True,
-               shapes: Sequence[tuple] = CEILING_SHAPES) -> list[dict]:
+               shapes: Sequence[tuple] = CEILING_SHAPES, torch_int8: bool = True) -> list[dict]:
     """Multiply-adds per second (GMAC/s) of each runtime on chains of ``depth`` convolutions (+ ReLU) of
-    each of ``shapes``, batch ``batch``, ``threads`` threads: torch eager fp32 channels-last (oneDNN), and with
-    ``onnx`` ONNX Runtime fp32 and int8 with the classifier's session options. The best of ``rounds``
+    each of ``shapes``, batch ``batch``, ``threads`` threads: torch eager fp32 channels-last (oneDNN), with
+    ``torch_int8`` the chain quantised by :mod:`detector.quantized` (oneDNN int8), and with ``onnx`` ONNX
+    Runtime fp32 and int8 with the classifier's session options. The best of ``rounds``
     timed runs. Returns one dict per (runtime, shape): ``runtime``, ``shape``, ``gmacs`` (of one run),
     ``seconds``, ``gmac_per_s``."""
     import tempfile
@@ -127,6 +128,14 @@ def conv_rates(threads: int = 2, batch: int = 16, depth: int = 4, rounds: int = 
                 with torch.inference_mode():
                     chain_cl(xl)
             runs["eager"] = eager
+            if torch_int8:
+                from .quantized import quantize_net
+                qchain, _ = quantize_net(chain, [x.numpy()])
+
+                def quantized(q=qchain) -> None:
+                    with torch.inference_mode():
+                        q(xl)
+                runs["torch_int8"] = quantized
             if onnx:
                 with tempfile.TemporaryDirectory() as tmp:
                     sessions = _onnx_chains(chain, x, tmp, threads)

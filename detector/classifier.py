@@ -38,13 +38,14 @@ __all__ = ["ChannelLRN", "fast_lrn", "plain_lrn", "RegionClassifier", "Ensemble"
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("eager", "bf16", "onnx", "onnx_int8")  # onnx*: detector/backends.py (pip install .[onnx])
+# onnx*: detector/backends.py (pip install .[onnx]); torch_int8: detector/quantized.py (torch only)
+BACKENDS = ("eager", "bf16", "onnx", "onnx_int8", "torch_int8")
 # model.batch_size 0: each backend's batch from tools/benchmark.py's sweeps on this 2-core machine (README
 # "Speed"): eager and bf16 were fastest at 8 in four of five sweeps (16 once); ONNX Runtime int8 with the
 # fused LRN kernel was faster at 16 than at 8 in all three sweeps (149.0 / 138.1 / 144.9 vs 129.9 / 132.7 /
 # 130.1; 32 was best twice, by 1-14%, at twice the memory); ONNX Runtime fp32 at 16 in three of four sweeps
-# (within 10% either way). 64 was always slower.
-BEST_BATCH = {"eager": 8, "bf16": 8, "onnx": 16, "onnx_int8": 16}
+# (within 10% either way). 64 was always slower. torch int8 (oneDNN): 16 in its first sweep (README "Speed").
+BEST_BATCH = {"eager": 8, "bf16": 8, "onnx": 16, "onnx_int8": 16, "torch_int8": 16}
 
 
 def batch_size_for(backend: str, batch_size: int = 0) -> int:
@@ -407,6 +408,9 @@ def build_classifier(cfg: ModelConfig, warp_cfg: WarpConfig | None = None,
         from .backends import convert_members, int8_recipe
         members = convert_members(members, cfg.backend, warp_cfg, cfg.threads,
                                   recipe=int8_recipe(cfg.int8_lrn_sums, cfg.int8_calibration), lrn=cfg.onnx_lrn)
+    elif cfg.backend == "torch_int8":
+        from .quantized import convert_members_int8
+        members = convert_members_int8(members, warp_cfg, cfg.int8_lrn_sums, cfg.int8_calibration)
     ens = Ensemble(members, batch_size=batch_size_for(cfg.backend, cfg.batch_size), channels_last=cfg.channels_last,
                    backend=cfg.backend, lrn_kernel=cfg.lrn_kernel)
     log.info("region classifier: %d member(s), %d classes, batch %d, %d thread(s), channels_last=%s, %s",

@@ -84,11 +84,12 @@ class ModelConfig:
     batch_size: int = 0
     threads: int = 0  # 0 = torch's default
     channels_last: bool = True
-    backend: str = "eager"  # eager | bf16 | onnx | onnx_int8 | compile
+    backend: str = "eager"  # eager | bf16 | onnx | onnx_int8 | torch_int8 (detector/quantized.py)
     # eager fp32 inference: GoogLeNet's LRNs by the fused numba kernel (true) or torch operators (false);
     # same numbers (detector/classifier.py ChannelLRN)
     lrn_kernel: bool = True
-    # onnx_int8 only (detector/backends.py INT8_RECIPE; README "Speed" has the measured speed and mAP):
+    # onnx_int8 only (detector/backends.py INT8_RECIPE; README "Speed" has the measured speed and mAP;
+    # torch_int8 has the defaults' recipe only):
     # the LRNs' squares and window sums in fp32 (accurate, the default) or int8 (faster, lost up to 1 mAP point)
     int8_lrn_sums: str = "fp32"
     int8_calibration: str = "minmax"  # minmax | percentile (99.999th; ~16 GiB while calibrating at 224x224)

@@ -41,7 +41,7 @@ def test_conv_rates_time_the_counted_work():
     pytest.importorskip("onnxruntime")
     threads = torch.get_num_threads()
     rows = conv_rates(threads=1, batch=2, depth=2, rounds=1, shapes=[("tiny", 8, 3, 6)])
-    assert sorted(r["runtime"] for r in rows) == ["eager", "onnx", "onnx_int8"]
+    assert sorted(r["runtime"] for r in rows) == ["eager", "onnx", "onnx_int8", "torch_int8"]
     for r in rows:  # two 3x3 convolutions 8->8 on 6x6, batch 2
         assert r["gmacs"] == pytest.approx(2 * 2 * 6 * 6 * 8 * 8 * 9 / 1e9)
         assert r["seconds"] > 0 and r["gmac_per_s"] == pytest.approx(r["gmacs"] / r["seconds"])
@@ -73,5 +73,8 @@ def test_benchmark_prints_the_floor_from_the_ceiling(capsys):
 
 def test_conv_rates_without_onnx_runtime_time_torch_only():
     rows = conv_rates(threads=1, batch=1, depth=1, rounds=1, onnx=False, shapes=[("tiny 1x1", 4, 1, 5)])
+    assert [r["runtime"] for r in rows] == ["eager", "torch_int8"]  # torch's own int8: no ONNX Runtime needed
+    assert rows[0]["gmacs"] == rows[1]["gmacs"] == pytest.approx(5 * 5 * 4 * 4 / 1e9)
+    rows = conv_rates(threads=1, batch=1, depth=1, rounds=1, onnx=False, shapes=[("tiny 1x1", 4, 1, 5)],
+                      torch_int8=False)
     assert [r["runtime"] for r in rows] == ["eager"]
-    assert rows[0]["gmacs"] == pytest.approx(5 * 5 * 4 * 4 / 1e9)

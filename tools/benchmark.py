@@ -77,6 +77,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--onnx", action="store_true",
                     help="add ONNX Runtime fp32 and int8 rows (pip install -e '.[onnx]'; exported on first use)")
     ap.add_argument("--compile", action="store_true", help="add a torch.compile (inductor) row")
+    ap.add_argument("--no-torch-int8", action="store_true",
+                    help="skip the torch int8 rows (detector/quantized.py; calibrated on first use, ~15 s)")
     ap.add_argument("--batch-sizes", default="1,8,16,32,64",
                     help="batch-size sweep of every backend but torch.compile (empty: skip)")
     ap.add_argument("--ss-images", type=int, default=4, help="images for the Selective Search rows (0 = skip)")
@@ -85,7 +87,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="images for the folder throughput with vs without overlap (0 = skip)")
     ap.add_argument("--folder-image-workers", type=int, default=2,
                     help="image workers for the folder row of tools/detect.py --image-workers (0 = skip)")
-    ap.add_argument("--e2e-backends", default="eager,onnx,onnx_int8",
+    ap.add_argument("--e2e-backends", default="eager,onnx,onnx_int8,torch_int8",
                     help="backends timed end to end (onnx* only with --onnx)")
     ap.add_argument("--no-ceiling", action="store_true",
                     help="skip the ceiling rows (each runtime's rate on large convolutions, the floor it implies)")
@@ -200,7 +202,7 @@ def bench_classification(ens: Ensemble, image, img, boxes, warp_cfg, batch_size:
 
 
 CEILING_ROWS = {"eager": ("batch", "eager (oneDNN) fp32"), "onnx": ("onnx", "ONNX Runtime fp32"),
-                "onnx_int8": ("onnx_int8", "ONNX Runtime int8")}
+                "onnx_int8": ("onnx_int8", "ONNX Runtime int8"), "torch_int8": ("torch_int8", "torch int8 (oneDNN)")}
 
 
 def print_ceiling(res: dict, batch: int) -> None:
@@ -242,7 +244,8 @@ def print_table(res: dict, image_name: str, batch: int, extra: dict) -> None:
               "onnx_int8_1thread": "ONNX Runtime int8, 1 thread",
               "eager_torch_lrn": "fp32 channels-last, LRN as torch operators",
               "onnx_graph_lrn": "ONNX Runtime fp32, LRN as graph operators",
-              "onnx_int8_graph_lrn": "ONNX Runtime int8, LRN as graph operators"}
+              "onnx_int8_graph_lrn": "ONNX Runtime int8, LRN as graph operators",
+              "torch_int8": "torch int8 (oneDNN, fused uint8 LRN)"}
     for be in extra:
         print(f"| warp + classify, batch {c[be].get('batch_size', batch)}, {labels.get(be, be)} | "
               f"{c[be]['regions_per_s']:.1f} ({c[f'speedup_{be}_vs_naive']:.2f}x naive) |")
@@ -335,6 +338,11 @@ def main(argv: list[str] | None = None) -> int:
                                                                   recipe=recipe, lrn=cfg.model.onnx_lrn),
                                                   batch_size=extra["onnx_int8"].batch_size, channels_last=False,
                                                   backend="onnx_int8")
+    if not args.no_torch_int8:
+        from detector.quantized import convert_members_int8
+        extra["torch_int8"] = Ensemble(convert_members_int8(ens.members, cfg.warp),
+                                       batch_size=batch_size_for("torch_int8", args.batch_size or cfg.model.batch_size),
+                                       channels_last=True, backend="torch_int8")
     if args.compile:
         try:  # inductor needs a working C++ toolchain; its absence is reported, not fatal
             comp = compiled_ensemble(ens)
@@ -347,7 +355,8 @@ def main(argv: list[str] | None = None) -> int:
                                                   args.per_round, bf16=not args.no_bf16, extra=extra)
     if not args.no_ceiling:
         res["ceiling"] = {"macs_per_region": count_macs(ens.members[0], cfg.warp.size)["total"],
-                          "conv_rates": conv_rates(torch.get_num_threads(), onnx=args.onnx)}
+                          "conv_rates": conv_rates(torch.get_num_threads(), onnx=args.onnx,
+                                                   torch_int8=not args.no_torch_int8)}
     ens.batch_size = batch
     paths = [Path(args.image)] if args.image else []
     if args.val_dir:
@@ -358,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         # every new batch shape, about a minute each) and so is the 1-thread row (the same graph)
         sizes = [int(b) for b in args.batch_sizes.split(",")]
         sweeps = [("eager", ens, "eager")] + ([] if args.no_bf16 else [("bf16", ens, "bf16")])
-        sweeps += [(k, extra[k], extra[k].backend) for k in ("onnx", "onnx_int8") if k in extra]
+        sweeps += [(k, extra[k], extra[k].backend) for k in ("onnx", "onnx_int8", "torch_int8") if k in extra]
         res["batch_sweep"] = {}
         for name, e, be in sweeps:
             keep, e.backend = e.backend, be
@@ -379,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
                 d = Detector(detector.proposer, e, cfg.warp, cfg.detect)
                 res["end_to_end"][f"{be} x{n}"] = bench_end_to_end(d, paths[:args.e2e_images], f"{be} x{n}")
     if args.folder_images > 1 and detector is not None:
-        fast = extra.get("onnx_int8", ens)
+        fast = extra.get("torch_int8", extra.get("onnx_int8", ens))  # the fastest int8 backend there is
         d = Detector(detector.proposer, fast, cfg.warp, cfg.detect)
         res["folder"] = []
         for _ in range(2):  # interleaved, so that each way sees the same machine load

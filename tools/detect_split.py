@@ -47,10 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--metric", default="voc", help="evaluation metric (detector.evaluation): voc | voc07 | coco")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--backend", default="eager", choices=["eager", "onnx", "onnx_int8"],
-                    help="region classification backend (detector/backends.py; onnx* need pip install -e '.[onnx]')")
+    ap.add_argument("--backend", default="eager", choices=["eager", "onnx", "onnx_int8", "torch_int8"],
+                    help="region classification backend (detector/backends.py, onnx* need pip install -e '.[onnx]'; "
+                    "torch_int8: detector/quantized.py)")
     ap.add_argument("--calibrate-on", nargs="+", type=Path, default=[], metavar="IMAGE",
-                    help="onnx_int8: images whose Selective Search regions calibrate the quantisation (use "
+                    help="onnx_int8 and torch_int8: images whose Selective Search regions calibrate the quantisation (use "
                     "training images of the same domain; default: scikit-image's bundled photos)")
     ap.add_argument("--out", required=True, type=Path, help="output folder")
     ap.add_argument("-v", "--verbose", action="store_true")
@@ -123,7 +124,14 @@ def _classify(args, cfg, dataset, members, warp, names):
              len(members), config_to_dict(warp))
     t0 = time.perf_counter()
     nets, is_probs = [m.net for m in members], False
-    if args.backend != "eager":
+    if args.backend == "torch_int8":
+        from detector.imageio import read_image
+        from detector.quantized import convert_members_int8
+
+        nets = convert_members_int8(members, warp, cfg.model.int8_lrn_sums, cfg.model.int8_calibration,
+                                    [read_image(p) for p in args.calibrate_on] or None)
+        is_probs = True
+    elif args.backend != "eager":
         from detector.backends import CalibrationSet, default_cache_dir, int8_recipe, onnx_members
         from detector.imageio import read_image
 

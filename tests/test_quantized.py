@@ -1,0 +1,164 @@
+"""model.backend=torch_int8 (detector/quantized.py): torch's int8 GoogLeNet against the fp32 network it
+came from; the uint8 LRN against dequantise -> torch's LRN -> quantise; the cached ranges; pickling.
+
+Speed is measured in tools/benchmark.py, never here."""
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from detector.classifier import RegionClassifier
+from detector.googlenet import GoogLeNet
+from detector.weights import BVLC_PREPROCESS
+
+pytest.importorskip("numba")
+quantized = pytest.importorskip("detector.quantized")
+if quantized.ENGINE not in torch.backends.quantized.supported_engines:
+    pytest.skip(f"this torch has no {quantized.ENGINE} quantized engine", allow_module_level=True)
+
+
+def _member() -> RegionClassifier:
+    torch.manual_seed(0)
+    net = GoogLeNet(num_classes=4).eval()  # the real architecture (LRN, ceil-mode pools, 5x5 branches)
+    return RegionClassifier(net, ["a", "b", "c"], ["A", "B", "C"], BVLC_PREPROCESS, source="random")
+
+
+def _batches(n: int = 2, size: int = 64, seed: int = 1) -> list[np.ndarray]:
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.rand(4, 3, size, size, generator=g) * 255 - 120).numpy() for _ in range(n)]
+
+
+def test_quantized_lrn_equals_dequantise_lrn_quantise():
+    """The fused uint8 kernel computes what FX's fp32 LRN between a dequantise and a quantise computes: the
+    same uint8 values except, rarely, one step apart where float rounding lands on the other side of .5."""
+    lrn = torch.nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0)
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(3, 40, 9, 11, generator=g) * 90).contiguous(memory_format=torch.channels_last)
+    q = torch.quantize_per_tensor(x, 0.37, 3, torch.quint8)
+    scale, zero = 0.29, 5
+    ref = torch.quantize_per_tensor(lrn(q.dequantize()), scale, zero, torch.quint8).int_repr().int()
+    layer = quantized.QuantizedLRN(lrn, scale, zero)
+    got = layer(q)
+    assert got.dtype == torch.quint8 and (got.q_scale(), got.q_zero_point()) == (scale, zero)
+    diff = (got.int_repr().int() - ref).abs()
+    assert diff.max() <= 1 and (diff == 0).float().mean() > 0.99
+    again = layer(torch.quantize_per_tensor(x.contiguous(), 0.37, 3, torch.quint8))  # NCHW input, kept output
+    assert torch.equal(again.int_repr(), got.int_repr())
+    with pytest.raises(TypeError, match="quint8"):
+        layer(x)
+
+
+def test_torch_int8_member_stays_close_to_fp32_and_keeps_the_head_fp32():
+    m = _member()
+    cal = _batches()
+    q, observers = quantized.quantize_member(m, cal)
+    names = {type(mod).__name__ for mod in q.net.modules()}
+    assert "QuantizedLRN" in names and "LocalResponseNorm" not in names  # both LRNs run on uint8
+    assert sum(isinstance(mod, quantized.QuantizedLRN) for mod in q.net.modules()) == 2
+    assert type(q.net.classifier) is torch.nn.Linear  # the final linear layer stays fp32
+    assert observers and all("activation_post_process" in k for k in observers)
+    x = torch.from_numpy(_batches(1, seed=7)[0])
+    with torch.inference_mode():
+        ref, got = m(x).numpy(), q(x).numpy()
+    assert got.shape == (4, 4)
+    np.testing.assert_allclose(got.sum(1), 1.0, atol=1e-5)  # still a softmax over K + 1
+    assert np.abs(got - ref).max() < 0.15  # int8: approximate by construction (as onnx_int8's test)
+    assert q.classes == m.classes and q.preprocess is m.preprocess and "torch_int8" in q.source
+    # the caller's member is left as it was (still torch's LRN, fp32)
+    assert any(isinstance(mod, torch.nn.LocalResponseNorm) for mod in m.net.modules())
+
+
+def test_torch_int8_ranges_are_cached_and_a_bad_cache_is_recomputed(tmp_path, caplog):
+    from detector.backends import CalibrationSet
+    from detector.config import WarpConfig
+
+    m = _member()
+    image = np.random.default_rng(0).integers(0, 255, (40, 50, 3)).astype(np.uint8)
+    cal = CalibrationSet(BVLC_PREPROCESS, WarpConfig(size=64), [image])
+    calls = []
+    cal.regions = lambda: calls.append(1) or _batches()  # stands in for Selective Search + warps
+    x = torch.from_numpy(_batches(1, seed=9)[0])
+    [first] = quantized.torch_int8_members([m], cal, tmp_path)
+    [cached] = list(tmp_path.glob("*_ranges.pt"))
+    assert len(calls) == 1
+    with torch.inference_mode():
+        want = first(x)
+        [again] = quantized.torch_int8_members([m], cal, tmp_path)  # the cache: no regions computed
+        assert len(calls) == 1 and torch.equal(again(x), want)
+        cached.write_bytes(b"not a torch file")
+        [fresh] = quantized.torch_int8_members([m], cal, tmp_path)  # calibrated again, the same ranges
+        assert len(calls) == 2 and torch.equal(fresh(x), want)
+    assert "ignoring cached ranges" in caplog.text
+    # other calibration images: another key, another file
+    other = CalibrationSet(BVLC_PREPROCESS, WarpConfig(size=64), [image[::-1].copy()])
+    other.regions = lambda: _batches(seed=5)
+    quantized.torch_int8_members([m], other, tmp_path)
+    assert len(list(tmp_path.glob("*_ranges.pt"))) == 2
+
+
+def test_torch_int8_member_pickles(tmp_path):
+    """Image workers receive the built classifier pickled: the same probabilities on the other side."""
+    q, _ = quantized.quantize_member(_member(), _batches())
+    x = torch.from_numpy(_batches(1, seed=3)[0]).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        want = q(x)
+        assert torch.equal(pickle.loads(pickle.dumps(q))(x), want)
+
+
+def test_torch_int8_refuses_onnx_recipes():
+    from detector.cli import UserError
+
+    with pytest.raises(UserError, match="int8_lrn_sums"):
+        quantized.convert_members_int8([_member()], lrn_sums="int8")
+    with pytest.raises(UserError, match="int8_calibration"):
+        quantized.convert_members_int8([_member()], calibration="percentile")
+
+
+def test_split_classification_with_torch_int8_members(tmp_path):
+    """detect_split --backend torch_int8: quantised whole classifiers, close to the eager networks."""
+    cv2 = pytest.importorskip("cv2")
+    from detector.config import WarpConfig
+    from detector.structures import ImageRecord
+    from detector.training.split_eval import classify_split
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (80, 100, 3)).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "a.png"), img)
+    rec = ImageRecord("a", tmp_path / "a.png", 80, 100, np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
+    boxes = np.array([[0, 0, 50, 40], [10, 20, 90, 70], [30, 5, 60, 75]], np.float32)
+    warp = WarpConfig(size=64, context_pad=4)
+    m = _member()
+    [eager] = classify_split([rec], [boxes], [m.net], BVLC_PREPROCESS, warp)
+    nets = quantized.torch_int8_members([m], _batches(), tmp_path / "c")
+    [int8] = classify_split([rec], [boxes], nets, BVLC_PREPROCESS, warp, outputs_probs=True)
+    assert int8[0].shape == (3, 4)
+    assert np.abs(int8[0] - eager[0]).max() < 0.15
+
+
+def test_torch_int8_agrees_with_fp32_on_real_regions(bvlc_weights, shared_data):
+    """BVLC weights, real warped Selective Search regions of a real photo, calibrated on another photo
+    (CalibrationSet, as model.backend=torch_int8 does): where fp32 is confident the int8 network's top ImageNet
+    class is the same, elsewhere mostly (ambiguous crops among 1,000 classes; onnx_int8 calibrated the same way
+    agreed on 29 of these 32 regions, this backend on 27), and its probabilities are close."""
+    from detector.backends import CalibrationSet, calibration_regions
+    from detector.config import WarpConfig
+    from detector.imageio import read_image
+    from detector.weights import build_backbone
+
+    net = build_backbone("bvlc", 1000, bvlc_weights)[0].eval()
+    m = RegionClassifier(net, [str(i) for i in range(999)], [str(i) for i in range(999)], BVLC_PREPROCESS,
+                         source="bvlc")
+    raccoon = shared_data / "raccoon" / "images"
+    warp = WarpConfig()
+    cal = CalibrationSet(BVLC_PREPROCESS, warp, [read_image(raccoon / "raccoon-1.jpg")], per_image=32)
+    [q] = quantized.torch_int8_members([m], cal, None)
+    [x] = calibration_regions(BVLC_PREPROCESS, warp, [read_image(raccoon / "raccoon-70.jpg")], per_image=32)
+    x = torch.from_numpy(x)
+    with torch.inference_mode():
+        ref, got = m(x).numpy(), q(x).numpy()
+    same = ref.argmax(1) == got.argmax(1)
+    confident = ref.max(1) > 0.5
+    assert confident.sum() >= 2 and same[confident].all()
+    assert same.mean() >= 0.75
+    assert np.abs(ref - got).max() < 0.2
