@@ -27,6 +27,7 @@ import copy
 import hashlib
 import json
 import logging
+import pickle
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -35,9 +36,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .classifier import RegionClassifier
 from .cli import UserError
 
-__all__ = ["QuantizedLRN", "quantize_net", "quantize_member", "torch_int8_members", "convert_members_int8", "RECIPE", "QUANT_VERSION", "ENGINE"]
+__all__ = ["QuantizedLRN", "QuantizedClassifier", "quantize_net", "quantize_member", "torch_int8_members", "convert_members_int8", "RECIPE", "QUANT_VERSION", "ENGINE"]
 
 log = logging.getLogger(__name__)
 
@@ -201,14 +203,28 @@ def quantize_net(net: nn.Module, calibration: Sequence[np.ndarray] | None = None
     return q, observers
 
 
+class QuantizedClassifier(RegionClassifier):
+    """A :class:`~detector.classifier.RegionClassifier` with a quantised network. Pickled through plain bytes:
+    multiprocessing's pickler (image workers, :func:`detector.pipeline.detect_in_workers`) would hand torch
+    tensors over as shared-memory file descriptors, which fails for the quantised weights ("bad value(s) in
+    fds_to_keep"); a plain pickle copies them."""
+
+    def __reduce__(self):
+        return _unpickle_classifier, (pickle.dumps(self.__dict__),)
+
+
+def _unpickle_classifier(blob: bytes):
+    obj = QuantizedClassifier.__new__(QuantizedClassifier)
+    obj.__dict__.update(pickle.loads(blob))
+    return obj
+
+
 def quantize_member(member, calibration: Sequence[np.ndarray] | None = None,
                     observers: dict[str, torch.Tensor] | None = None):
     """:func:`quantize_net` for the :class:`~detector.classifier.RegionClassifier` ``member``: a new region
     classifier with the quantised network and ``member``'s head, classes and preprocessing; and the ranges."""
-    from .classifier import RegionClassifier
-
     q, observers = quantize_net(member.net, calibration, observers)
-    out = RegionClassifier(q, member.classes, member.class_names, member.preprocess, member.head,
+    out = QuantizedClassifier(q, member.classes, member.class_names, member.preprocess, member.head,
                            f"{member.source} [torch_int8]")  # the head (and its weights) shared with member
     return out, observers
 

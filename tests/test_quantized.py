@@ -106,6 +106,40 @@ def test_torch_int8_member_pickles(tmp_path):
         assert torch.equal(pickle.loads(pickle.dumps(q))(x), want)
 
 
+def test_image_workers_run_torch_int8_members(tmp_path):
+    """detect_in_workers hands the quantised classifier to spawned processes (multiprocessing's pickler, which
+    shares plain tensors as file descriptors): each image's detections are what one process finds."""
+    from PIL import Image
+
+    from detector.classifier import Ensemble
+    from detector.config import load_config
+    from detector.pipeline import Detector, detect_in_workers, make_proposer
+
+    rng = np.random.default_rng(1)
+    paths = []
+    for i in range(2):
+        arr = (rng.random((60, 80, 3)) * 255).astype(np.uint8)
+        arr[10 + i:40, 15:50 + 5 * i] = (30, 200, 60)
+        paths.append(tmp_path / f"im{i}.png")
+        Image.fromarray(arr).save(paths[-1])
+    cfg = load_config(None, ["warp.size=64", "warp.mode=square", "proposals.selective_search.resize_width=120",
+                             "proposals.selective_search.superpixel_scale=1.0", "detect.score_threshold=0.0"])
+    q, _ = quantized.quantize_member(_member(), _batches())
+    classifier = Ensemble([q], batch_size=4, backend="torch_int8")
+    got = list(detect_in_workers(paths, classifier, cfg, workers=2, threads=2))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # as in each worker
+        one = Detector(make_proposer(cfg.proposals), classifier, cfg.warp, cfg.detect)
+        for path, image, dets, timings, err in got:
+            assert err is None and len(dets) > 0
+            ref = one.detect(image, path.stem)
+            np.testing.assert_array_equal(dets.labels, ref.labels)
+            np.testing.assert_allclose(dets.scores, ref.scores, rtol=1e-5, atol=1e-6)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_torch_int8_refuses_onnx_recipes():
     from detector.cli import UserError
 
