@@ -22,6 +22,9 @@ is writable. ``threads`` sets numba's thread count for the call (0: all of numba
 """
 from __future__ import annotations
 
+import functools
+import sys
+
 import numpy as np
 
 try:
@@ -136,7 +139,22 @@ def _check(x: np.ndarray, dtype, size: int, out: np.ndarray | None) -> tuple[np.
     return x, out
 
 
+@functools.cache
+def _launch() -> None:
+    """Start numba's threading layer once, keeping torch's thread count. torch's wheel ships ``libgomp.so.1``,
+    so numba's OpenMP layer runs on the same OpenMP runtime as torch, and starting it sets that runtime's
+    thread count to ``NUMBA_NUM_THREADS`` (all cores): after the first kernel call a process limited to one
+    thread (``--threads 1``, each image worker) ran torch on every core, e.g. two image workers of torch_int8
+    at 56-58 regions/s each instead of ~100. torch is only consulted when the process has imported it."""
+    torch = sys.modules.get("torch")
+    keep = torch.get_num_threads() if torch is not None else None
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)  # launches the layer
+    if keep is not None:
+        torch.set_num_threads(keep)
+
+
 def _threads(threads: int) -> None:
+    _launch()
     numba.set_num_threads(threads if 0 < threads <= numba.config.NUMBA_NUM_THREADS
                           else numba.config.NUMBA_NUM_THREADS)
 

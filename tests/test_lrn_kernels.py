@@ -78,3 +78,19 @@ def test_kernels_write_into_a_given_array():
         lrn_nhwc(x1, 5, 1e-3, 0.75, 2.0, out=np.empty((2, 3, 4, 15), np.float32))
     with pytest.raises(ValueError, match="writeable C-contiguous"):
         lrn_nhwc_u8(q, 5, 1e-4, 0.75, 1.0, 0.4, 2, 0.2, 5, out=np.empty_like(q, np.float32))
+
+
+def test_first_kernel_call_keeps_torchs_thread_count():
+    """numba's OpenMP layer shares torch's OpenMP runtime (torch ships libgomp.so.1); starting it used to set
+    that runtime to all cores, so a --threads 1 process (an image worker) ran torch on every core after its
+    first LRN. A fresh process, as the layer starts once per process."""
+    import subprocess
+    import sys
+
+    # get_num_threads() before the kernel, as build_classifier's log line does (it starts torch's OpenMP)
+    code = ("import torch, numpy as np; torch.set_num_threads(1); torch.get_num_threads(); "
+            "from detector.lrn_kernels import lrn_nhwc_u8; "
+            "lrn_nhwc_u8(np.zeros((1, 3, 3, 8), np.uint8), 5, 1e-4, .75, 1., .3, 0, .25, 0, threads=1); "
+            "print(torch.get_num_threads())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split()[-1] == "1"
