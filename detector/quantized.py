@@ -213,9 +213,20 @@ class QuantizedClassifier(RegionClassifier):
         return _unpickle_classifier, (pickle.dumps(self.__dict__),)
 
 
+def _quiet_deprecation() -> None:
+    """The quantised graph calls torch.quantize_per_tensor every batch, and torch 2.14 warns each process that
+    these functions are deprecated (they are in every torch setup.py admits; :func:`torch_int8_members` logs
+    it once instead)."""
+    warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor, torch\.quantize_per_channel",
+                            category=UserWarning)
+
+
 def _unpickle_classifier(blob: bytes):
+    _quiet_deprecation()  # in an image worker: this process's own warnings filter
     obj = QuantizedClassifier.__new__(QuantizedClassifier)
-    obj.__dict__.update(pickle.loads(blob))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "TypedStorage is deprecated", from torch's own unpickling of packed weights
+        obj.__dict__.update(pickle.loads(blob))
     return obj
 
 
@@ -244,10 +255,7 @@ def torch_int8_members(members: Sequence, calibration, cache_dir: Path | None) -
     from .backends import CalibrationSet
 
     require_torch_int8()
-    # the quantised graph calls torch.quantize_per_tensor every batch; torch 2.14 warns that these functions are
-    # deprecated (README "Speed": they are in every torch setup.py admits). Said once here, not on every run.
-    warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor, torch\.quantize_per_channel",
-                            category=UserWarning)
+    _quiet_deprecation()
     log.info("torch_int8: torch.ao.quantization is deprecated upstream (torchao replaces it); torch %s has it",
              torch.__version__)
     out = []
