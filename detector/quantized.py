@@ -2,13 +2,13 @@
 
 Why a second int8 backend beside ONNX Runtime's (:mod:`detector.backends`): on this machine (AMD EPYC,
 AVX512-VNNI) oneDNN's int8 convolutions run GoogLeNet's own layers at ~400 GMAC/s, about 90% of what they
-reach on large regular shapes, where ONNX Runtime's reach ~60% (README "Speed": the ceiling rows and the
-paired comparison of the two backends). Same recipe as ``onnx_int8``'s default (:data:`RECIPE`): the trunk
+reach on large regular shapes, where ONNX Runtime's int8 classifier as a whole reaches ~60% of its own
+ceiling (README "Speed": the ceiling rows, the profile and the paired comparison of the two backends). Same recipe as ``onnx_int8``'s default (:data:`RECIPE`): the trunk
 int8 (convolutions with their ReLUs, max pooling, concatenations), weights per output channel (symmetric
 int8), activations per tensor (uint8, min/max over real warped calibration regions); the global average
 pool, the final linear layer and the head (softmax, ImageNet->DET mapping) stay fp32.
 
-The LRNs: FX leaves GoogLeNet's LRNs in fp32 (dequantise -> LRN -> quantise). :func:`quantize_member` then
+The LRNs: FX leaves GoogLeNet's LRNs in fp32 (dequantise -> LRN -> quantise). :func:`quantize_net` then
 replaces each such triple by a :class:`QuantizedLRN`, the fused uint8 kernel of :mod:`detector.lrn_kernels`
 reading the quantised input and writing the quantised output with the scale the graph chose for it, the same
 as ``onnx_int8`` with ``model.onnx_lrn=fused`` does between its ONNX Runtime segments.
