@@ -2,7 +2,8 @@
 
     python tools/benchmark.py [--image PHOTO] [--val-dir DIR] [--config C] [--regions 256] [--batch-size 8]
         [--rounds 4] [--per-round 16] [--e2e-images 2] [--threads 1] [--random-boxes] [--json out/bench.json]
-        [--onnx] [--compile] [--batch-sizes 1,8,32,64] [--ss-images 4] [--ensemble 3] [--folder-images 4]
+        [--onnx] [--compile] [--no-torch-int8] [--batch-sizes 1,8,32,64] [--ss-images 4] [--ensemble 3]
+        [--folder-images 4]
 
 Measures, on the proposals of one real photo (Selective Search, the paper's proposals; or --random-boxes):
   * warped regions/s for each warp sampler (cv2 / roi_align / grid_sample), at the chosen batch size;
@@ -12,11 +13,13 @@ Measures, on the proposals of one real photo (Selective Search, the paper's prop
   * the naive baseline: cv2 crop + resize per region (R-CNN's literal crop), one region per eager fp32
     forward (torch's LRN, no channels-last, torch.no_grad);
   * seconds per image end to end (proposals + warp + classify + NMS) on ``--e2e-images`` images, for one
-    model and a ``--ensemble``-member ensemble, per backend (fp32; ONNX fp32/int8 with ``--onnx``);
+    model and a ``--ensemble``-member ensemble, per backend (fp32; torch int8 unless ``--no-torch-int8``;
+    ONNX fp32/int8 with ``--onnx``);
   * Selective Search s/image (the config's proposals) with 1 and 2 worker processes (``--ss-images``);
   * regions/s of every backend over ``--batch-sizes`` (the best is reported); torch.compile with ``--compile``;
   * a folder of ``--folder-images`` images one by one, with the Selective Search overlap and with
-    ``--folder-image-workers`` image workers (tools/detect.py's --overlap-workers / --image-workers);
+    ``--folder-image-workers`` image workers (tools/detect.py's --overlap-workers / --image-workers), with the
+    fastest int8 backend built (torch int8, else ONNX Runtime int8, else eager fp32);
   * peak resident memory after 256 and 2,048 regions (bounded: regions are streamed in batches);
   * the ceiling (``--no-ceiling`` skips it): each runtime's GMAC/s on chains of large convolutions
     (detector.ceiling), the share of it each classification row reaches with the classifier's multiply-adds,
