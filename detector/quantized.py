@@ -213,6 +213,15 @@ class QuantizedClassifier(RegionClassifier):
         return _unpickle_classifier, (pickle.dumps(self.__dict__),)
 
 
+def cpu_has_vnni() -> bool | None:
+    """Whether the CPU has AVX512-VNNI or AVX-VNNI (None where /proc/cpuinfo is not readable: not Linux)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    return "avx512_vnni" in flags or "avx_vnni" in flags
+
+
 def _quiet_deprecation() -> None:
     """The quantised graph calls torch.quantize_per_tensor every batch, and torch 2.14 warns each process that
     these functions are deprecated (they are in every torch setup.py admits; :func:`torch_int8_members` logs
@@ -256,6 +265,10 @@ def torch_int8_members(members: Sequence, calibration, cache_dir: Path | None) -
 
     require_torch_int8()
     _quiet_deprecation()
+    if cpu_has_vnni() is False:
+        log.warning("torch_int8: this CPU has no VNNI instructions; oneDNN then multiplies uint8 by int8 with "
+                    "16-bit intermediate sums that can saturate (oneDNN's 'int8 computation' notes), so check "
+                    "this backend's detections against onnx_int8 or fp32 here")
     log.info("torch_int8: torch.ao.quantization is deprecated upstream (torchao replaces it); torch %s has it",
              torch.__version__)
     out = []

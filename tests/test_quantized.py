@@ -196,3 +196,13 @@ def test_torch_int8_agrees_with_fp32_on_real_regions(bvlc_weights, shared_data):
     assert confident.sum() >= 2 and same[confident].all()
     assert same.mean() >= 0.75
     assert np.abs(ref - got).max() < 0.2
+
+
+def test_a_cpu_without_vnni_is_warned_about(monkeypatch, caplog, tmp_path):
+    monkeypatch.setattr(quantized, "cpu_has_vnni", lambda: False)
+    quantized.torch_int8_members([_member()], _batches(1), None)
+    assert "no VNNI" in caplog.text
+    caplog.clear()
+    monkeypatch.setattr(quantized, "cpu_has_vnni", lambda: True)
+    quantized.torch_int8_members([_member()], _batches(1), None)
+    assert "no VNNI" not in caplog.text
