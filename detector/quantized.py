@@ -82,7 +82,7 @@ class QuantizedLRN(nn.Module):
         super().__init__()
         self.size, self.alpha, self.beta, self.k = lrn.size, lrn.alpha, lrn.beta, lrn.k
         self.scale, self.zero_point = float(scale), int(zero_point)
-        self._out: dict[tuple, np.ndarray] = {}
+        self._out: dict[torch.Size, torch.Tensor] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         from .lrn_kernels import lrn_nhwc_u8
@@ -232,6 +232,7 @@ def _quiet_deprecation() -> None:
 
 def _unpickle_classifier(blob: bytes):
     _quiet_deprecation()  # in an image worker: this process's own warnings filter
+    torch.backends.quantized.engine = ENGINE  # the weights are packed again for the engine current while unpickling
     obj = QuantizedClassifier.__new__(QuantizedClassifier)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "TypedStorage is deprecated", from torch's own unpickling of packed weights

@@ -101,9 +101,16 @@ def test_torch_int8_member_pickles(tmp_path):
     """Image workers receive the built classifier pickled: the same probabilities on the other side."""
     q, _ = quantized.quantize_member(_member(), _batches())
     x = torch.from_numpy(_batches(1, seed=3)[0]).contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode():
-        want = q(x)
-        assert torch.equal(pickle.loads(pickle.dumps(q))(x), want)
+    blob = pickle.dumps(q)
+    keep = torch.backends.quantized.engine
+    try:
+        torch.backends.quantized.engine = "x86"  # a fresh process's default: the weights are packed for oneDNN
+        with torch.inference_mode():
+            got = pickle.loads(blob)
+            assert torch.backends.quantized.engine == quantized.ENGINE
+            assert torch.equal(got(x), q(x))
+    finally:
+        torch.backends.quantized.engine = keep
 
 
 def test_image_workers_run_torch_int8_members(tmp_path):
