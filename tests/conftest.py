@@ -21,6 +21,37 @@ def load_tool(name: str):
     return mod
 
 
+def split_image(tmp_path: Path):
+    """A random 80x100 PNG as an ImageRecord (no ground truth), three boxes in it and a small warp: the input
+    of ``classify_split`` tests that compare backends on the same regions."""
+    import cv2
+    import numpy as np
+
+    from detector.config import WarpConfig
+    from detector.structures import ImageRecord
+
+    img = np.random.default_rng(0).integers(0, 255, (80, 100, 3)).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "a.png"), img)
+    rec = ImageRecord("a", tmp_path / "a.png", 80, 100, np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
+    boxes = np.array([[0, 0, 50, 40], [10, 20, 90, 70], [30, 5, 60, 75]], np.float32)
+    return rec, boxes, WarpConfig(size=64, context_pad=4)
+
+
+def patch_images(tmp_path: Path, n: int) -> list[Path]:
+    """``n`` random 60x80 PNGs, each with a green rectangle (something for Selective Search to find)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    paths = []
+    for i in range(n):
+        arr = (rng.random((60, 80, 3)) * 255).astype(np.uint8)
+        arr[10 + i:40, 15:50 + 5 * i] = (30, 200, 60)
+        paths.append(tmp_path / f"im{i}.png")
+        Image.fromarray(arr).save(paths[-1])
+    return paths
+
+
 def shared_root() -> Path:
     """``$GOOGLENET_RCNN_SHARED`` or ``<repo>/../shared``."""
     return Path(os.environ.get("GOOGLENET_RCNN_SHARED", REPO.parent / "shared"))

@@ -151,17 +151,11 @@ def test_int8_recipe_from_config(tmp_path):
 
 def test_split_classification_with_onnx_members_equals_eager(tmp_path):
     """detect_split --backend onnx: whole-classifier ONNX sessions give the eager networks' probabilities."""
-    cv2 = pytest.importorskip("cv2")
-    from detector.config import WarpConfig
-    from detector.structures import ImageRecord
+    pytest.importorskip("cv2")
+    from conftest import split_image
     from detector.training.split_eval import classify_split
 
-    rng = np.random.default_rng(0)
-    img = rng.integers(0, 255, (80, 100, 3)).astype(np.uint8)
-    cv2.imwrite(str(tmp_path / "a.png"), img)
-    rec = ImageRecord("a", tmp_path / "a.png", 80, 100, np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
-    boxes = np.array([[0, 0, 50, 40], [10, 20, 90, 70], [30, 5, 60, 75]], np.float32)
-    warp = WarpConfig(size=64, context_pad=4)
+    rec, boxes, warp = split_image(tmp_path)
     m = _member()
     [eager] = classify_split([rec], [boxes], [m.net], BVLC_PREPROCESS, warp)
     [onnx] = classify_split([rec], [boxes], onnx_members([m], "onnx", tmp_path / "c", size=64), BVLC_PREPROCESS,

@@ -41,17 +41,12 @@ def test_image_workers_give_the_one_process_detections_in_order(tmp_path):
 
     from detector.classifier import build_classifier
     from detector.config import load_config
+    from conftest import patch_images
     from detector.pipeline import Detector, detect_in_workers, make_proposer
     from test_classifier import _write_checkpoint
 
     _write_checkpoint(tmp_path / "m.pt")
-    rng = np.random.default_rng(1)
-    paths = []
-    for i in range(3):
-        arr = (rng.random((60, 80, 3)) * 255).astype(np.uint8)
-        arr[10 + i:40, 15:50 + 5 * i] = (30, 200, 60)
-        paths.append(tmp_path / f"im{i}.png")
-        Image.fromarray(arr).save(paths[-1])
+    paths = patch_images(tmp_path, 3)
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8 truncated")
     paths.insert(1, bad)

@@ -116,19 +116,12 @@ def test_torch_int8_member_pickles(tmp_path):
 def test_image_workers_run_torch_int8_members(tmp_path):
     """detect_in_workers hands the quantised classifier to spawned processes (multiprocessing's pickler, which
     shares plain tensors as file descriptors): each image's detections are what one process finds."""
-    from PIL import Image
-
     from detector.classifier import Ensemble
     from detector.config import load_config
+    from conftest import patch_images
     from detector.pipeline import Detector, detect_in_workers, make_proposer
 
-    rng = np.random.default_rng(1)
-    paths = []
-    for i in range(2):
-        arr = (rng.random((60, 80, 3)) * 255).astype(np.uint8)
-        arr[10 + i:40, 15:50 + 5 * i] = (30, 200, 60)
-        paths.append(tmp_path / f"im{i}.png")
-        Image.fromarray(arr).save(paths[-1])
+    paths = patch_images(tmp_path, 2)
     cfg = load_config(None, ["warp.size=64", "warp.mode=square", "proposals.selective_search.resize_width=120",
                              "proposals.selective_search.superpixel_scale=1.0", "detect.score_threshold=0.0"])
     q, _ = quantized.quantize_member(_member(), _batches())
@@ -158,17 +151,11 @@ def test_torch_int8_refuses_onnx_recipes():
 
 def test_split_classification_with_torch_int8_members(tmp_path):
     """detect_split --backend torch_int8: quantised whole classifiers, close to the eager networks."""
-    cv2 = pytest.importorskip("cv2")
-    from detector.config import WarpConfig
-    from detector.structures import ImageRecord
+    pytest.importorskip("cv2")
+    from conftest import split_image
     from detector.training.split_eval import classify_split
 
-    rng = np.random.default_rng(0)
-    img = rng.integers(0, 255, (80, 100, 3)).astype(np.uint8)
-    cv2.imwrite(str(tmp_path / "a.png"), img)
-    rec = ImageRecord("a", tmp_path / "a.png", 80, 100, np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
-    boxes = np.array([[0, 0, 50, 40], [10, 20, 90, 70], [30, 5, 60, 75]], np.float32)
-    warp = WarpConfig(size=64, context_pad=4)
+    rec, boxes, warp = split_image(tmp_path)
     m = _member()
     [eager] = classify_split([rec], [boxes], [m.net], BVLC_PREPROCESS, warp)
     nets = quantized.torch_int8_members([m], _batches(), tmp_path / "c")
