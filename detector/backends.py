@@ -30,7 +30,7 @@ from .cli import UserError
 
 __all__ = ["OrtMember", "export_onnx", "quantize_int8", "onnx_members", "state_digest", "bf16_supported", "int8_recipe",
            "CalibrationSet", "session_options", "lrn_specs", "split_at_lrns", "open_segments", "run_lrn", "LRN_MODES",
-           "EXPORT_ATOL"]
+           "EXPORT_ATOL", "hash_calibration"]
 
 log = logging.getLogger(__name__)
 
@@ -486,11 +486,7 @@ def onnx_members(members: Sequence, backend: str, cache_dir: Path, threads: int 
             # recipe and the calibration regions: all are part of its name, so an int8 graph quantised from an
             # older export is never picked up again for another recipe
             cal = hashlib.sha256(json.dumps([key, recipe], sort_keys=True).encode())
-            if isinstance(calibration, CalibrationSet):  # its key, without computing the regions
-                cal.update(calibration.key.encode())
-            else:
-                for b in calibration:
-                    cal.update(np.ascontiguousarray(b, np.float32).tobytes())
+            hash_calibration(cal, calibration)
             path = cache_dir / f"{digest}_int8_{cal.hexdigest()[:12]}.onnx"
             if stale or not path.is_file():
                 regions = calibration.regions() if isinstance(calibration, CalibrationSet) else calibration
@@ -586,6 +582,16 @@ class CalibrationSet:
         if self._regions is None:
             self._regions = calibration_regions(self.pre, self.warp_cfg, self.images, self.per_image, self.batch)
         return self._regions
+
+
+def hash_calibration(h, calibration: Sequence[np.ndarray] | CalibrationSet) -> None:
+    """Feed what identifies ``calibration`` to the hash ``h``: a :class:`CalibrationSet`'s key (without
+    computing its regions), or the values of a list of region batches."""
+    if isinstance(calibration, CalibrationSet):
+        h.update(calibration.key.encode())
+    else:
+        for b in calibration:
+            h.update(np.ascontiguousarray(b, np.float32).tobytes())
 
 
 def convert_members(members: Sequence, backend: str, warp_cfg, threads: int = 0,

@@ -262,7 +262,7 @@ def torch_int8_members(members: Sequence, calibration, cache_dir: Path | None) -
     """``members`` quantised by :func:`quantize_member`, calibrated on ``calibration`` (a
     :class:`~detector.backends.CalibrationSet`, computed only when no cached ranges fit, or a list of batches),
     with the activation ranges cached in ``cache_dir`` (None: no cache)."""
-    from .backends import CalibrationSet
+    from .backends import CalibrationSet, hash_calibration
 
     require_torch_int8()
     _quiet_deprecation()
@@ -272,17 +272,12 @@ def torch_int8_members(members: Sequence, calibration, cache_dir: Path | None) -
                     "this backend's detections against onnx_int8 or fp32 here")
     log.info("torch_int8: torch.ao.quantization is deprecated upstream (torchao replaces it); torch %s has it",
              torch.__version__)
+    h = hashlib.sha256()
+    hash_calibration(h, calibration or [])
+    cal_key = h.hexdigest()
     out = []
     for m in members:
-        if isinstance(calibration, CalibrationSet):
-            cal_key = calibration.key
-        else:
-            h = hashlib.sha256()
-            for b in calibration or []:
-                h.update(np.ascontiguousarray(b, np.float32).tobytes())
-            cal_key = h.hexdigest()
         path = cache_dir / f"{_cache_key(m, cal_key)}_ranges.pt" if cache_dir is not None else None
-        observers = None
         if path is not None and path.is_file():
             try:
                 observers = torch.load(path, weights_only=True)
