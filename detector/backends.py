@@ -322,13 +322,14 @@ def export_onnx(member, path: Path, size: int = 224, check_inputs: torch.Tensor 
     """Export ``member`` (input ``[n, 3, size, size]`` -> probabilities) to ``path`` and check the outputs
     against torch on ``check_inputs`` (default: 4 random images in the network's value range)."""
     from .classifier import fast_lrn
+    from .fast_eager import plain_eager
 
     _require_ort()
     path.parent.mkdir(parents=True, exist_ok=True)
     # Always ChannelLRN in its NHWC form (same numbers as torch's LRN, checked below): torch's own LRN exports
     # as pad + 3-D average pooling + Pow, slow in ONNX Runtime (BCCD test split, int8: 211.7 vs 345.0
     # regions/s); the NHWC form keeps ORT's int8 graph channels-last through the LRNs (ChannelLRN's docstring).
-    member = fast_lrn(copy.deepcopy(member).eval(), nhwc=True)
+    member = plain_eager(fast_lrn(copy.deepcopy(member).eval(), nhwc=True))  # torch's modules, not the numba path
     dummy = torch.zeros(2, 3, size, size)
     tmp = path.with_suffix(".tmp.onnx")
     with torch.no_grad(), warnings.catch_warnings():

@@ -31,6 +31,7 @@ from torch import nn
 
 from .cli import UserError
 from .config import ModelConfig, WarpConfig, config_to_dict
+from .fast_eager import fast_eager, plain_eager
 from .warp import PreparedImage, PreprocessLike, warp_prepared
 
 __all__ = ["ChannelLRN", "fast_lrn", "plain_lrn", "RegionClassifier", "Ensemble", "ClassifyTimings", "build_classifier", "load_checkpoint_member",
@@ -218,6 +219,8 @@ class Ensemble:
     ``batch_size``: regions per forward pass; ``channels_last``: run convolutions on NHWC memory;
     ``backend``: "eager" (fp32) or "bf16" (CPU autocast). Members are put in eval mode and their LRN
     layers computed by :class:`ChannelLRN` (same numbers, faster), with its fused kernel if ``lrn_kernel``.
+    With the eager backend and ``eager_kernels`` their convolutions and max poolings run the inference path of
+    :mod:`detector.fast_eager` (Winograd for 3x3 convolutions if ``winograd``).
     """
 
     members: Sequence[RegionClassifier]
@@ -225,6 +228,8 @@ class Ensemble:
     channels_last: bool = True
     backend: str = "eager"
     lrn_kernel: bool = True
+    eager_kernels: bool = True
+    winograd: bool = True
     timings: ClassifyTimings = field(default_factory=ClassifyTimings)
 
     def __post_init__(self) -> None:
@@ -248,6 +253,11 @@ class Ensemble:
             if not isinstance(m, nn.Module):  # an ONNX Runtime session (detector/backends.py)
                 continue
             fast_lrn(m.eval(), kernel=self.lrn_kernel)
+            if self.backend == "eager":  # (under bf16 autocast the modules run torch's own path anyway)
+                if self.eager_kernels:
+                    fast_eager(m, winograd=self.winograd)
+                else:
+                    plain_eager(m)
             if self.channels_last:
                 m.to(memory_format=torch.channels_last)
 
@@ -412,7 +422,8 @@ def build_classifier(cfg: ModelConfig, warp_cfg: WarpConfig | None = None,
         from .quantized import convert_members_int8
         members = convert_members_int8(members, warp_cfg, cfg.int8_lrn_sums, cfg.int8_calibration)
     ens = Ensemble(members, batch_size=batch_size_for(cfg.backend, cfg.batch_size), channels_last=cfg.channels_last,
-                   backend=cfg.backend, lrn_kernel=cfg.lrn_kernel)
+                   backend=cfg.backend, lrn_kernel=cfg.lrn_kernel, eager_kernels=cfg.eager_kernels,
+                   winograd=cfg.winograd)
     log.info("region classifier: %d member(s), %d classes, batch %d, %d thread(s), channels_last=%s, %s",
              len(members), ens.num_classes, ens.batch_size, torch.get_num_threads(), cfg.channels_last,
              cfg.backend)

@@ -88,6 +88,12 @@ class ModelConfig:
     # eager fp32 inference: GoogLeNet's LRNs by the fused numba kernel (true) or torch operators (false);
     # same numbers (detector/classifier.py ChannelLRN)
     lrn_kernel: bool = True
+    # eager fp32 inference: each convolution fused with its ReLU in one oneDNN primitive and max pooling by a
+    # numba kernel (true; the same numbers) or torch's own modules (false) (detector/fast_eager.py)
+    eager_kernels: bool = True
+    # ... and with eager_kernels, the 3x3 convolutions on maps >= 14 pixels by Winograd F(4x4, 3x3): fewer
+    # multiplications, fp32 rounding differs from the direct convolution (probabilities by ~1e-6)
+    winograd: bool = True
     # onnx_int8 only (detector/backends.py INT8_RECIPE; README "Speed" has the measured speed and mAP;
     # torch_int8 has the defaults' recipe only):
     # the LRNs' squares and window sums in fp32 (accurate, the default) or int8 (faster, lost up to 1 mAP point)

@@ -86,9 +86,22 @@ class GoogLeNetOutputs(NamedTuple):
 
 
 class ConvReLU(nn.Conv2d):
-    """A Caffe convolution (with bias) followed by an in-place ReLU; parameters ``weight`` ``bias``."""
+    """A Caffe convolution (with bias) followed by an in-place ReLU; parameters ``weight`` ``bias``.
+
+    ``fast``: None, or the fp32 inference path :func:`detector.fast_eager.fast_eager` gives it (a fused
+    oneDNN convolution + ReLU, or Winograd for 3x3), used only where
+    :func:`detector.fast_eager.inference_applies` holds for the input."""
+
+    fast = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fast is not None and not self.training:
+            from .fast_eager import inference_applies
+
+            if inference_applies(x):
+                y = self.fast(self, x)
+                if y is not None:
+                    return y
         return F.relu(super().forward(x), inplace=True)
 
 

@@ -129,9 +129,11 @@ def _prepare(net: nn.Module, example: torch.Tensor) -> tuple[torch.fx.GraphModul
     from torch.ao.quantization.quantize_fx import prepare_fx
 
     from .classifier import ChannelLRN, plain_lrn
+    from .fast_eager import plain_eager
 
     torch.backends.quantized.engine = ENGINE
-    net = plain_lrn(copy.deepcopy(net).eval())  # torch's own LRN modules: FX keeps them as leaves, in fp32
+    # torch's own LRN modules (FX keeps them as leaves, in fp32), max poolings and convolutions
+    net = plain_eager(plain_lrn(copy.deepcopy(net).eval()))
     lrns = sum(isinstance(m, nn.LocalResponseNorm) for m in net.modules())
     custom = PrepareCustomConfig().set_non_traceable_module_classes([ChannelLRN])
     with warnings.catch_warnings():

@@ -246,6 +246,8 @@ def print_table(res: dict, image_name: str, batch: int, extra: dict) -> None:
     labels = {"onnx": "ONNX Runtime fp32", "onnx_int8": "ONNX Runtime int8", "compile": "torch.compile fp32",
               "onnx_int8_1thread": "ONNX Runtime int8, 1 thread",
               "eager_torch_lrn": "fp32 channels-last, LRN as torch operators",
+              "eager_modules": "fp32 channels-last, torch's convolution and pooling modules",
+              "eager_direct": "fp32 channels-last, fused convolutions without Winograd",
               "onnx_graph_lrn": "ONNX Runtime fp32, LRN as graph operators",
               "onnx_int8_graph_lrn": "ONNX Runtime int8, LRN as graph operators",
               "torch_int8": "torch int8 (oneDNN, fused uint8 LRN)"}
@@ -324,6 +326,13 @@ def main(argv: list[str] | None = None) -> int:
     # the same classifier with its LRNs as torch operators (before the fused kernel), side by side
     extra = {"eager_torch_lrn": Ensemble([copy.deepcopy(m) for m in ens.members], batch_size=batch,
                                          channels_last=ens.channels_last, backend="eager", lrn_kernel=False)}
+    # ... and with torch's own convolution and pooling modules, and without Winograd (detector/fast_eager.py)
+    if cfg.model.backend == "eager" and ens.eager_kernels:
+        extra["eager_modules"] = Ensemble([copy.deepcopy(m) for m in ens.members], batch_size=batch,
+                                          channels_last=ens.channels_last, backend="eager", eager_kernels=False)
+        if ens.winograd:
+            extra["eager_direct"] = Ensemble([copy.deepcopy(m) for m in ens.members], batch_size=batch,
+                                             channels_last=ens.channels_last, backend="eager", winograd=False)
     if args.onnx:
         from detector.backends import convert_members, int8_recipe
         recipe = int8_recipe(cfg.model.int8_lrn_sums, cfg.model.int8_calibration)
