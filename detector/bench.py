@@ -214,7 +214,7 @@ def replicated_ensemble(ens: Ensemble, n: int) -> Ensemble:
     members = [ens.members[0]] + [copy.deepcopy(ens.members[0]) if isinstance(ens.members[0], torch.nn.Module)
                                   else ens.members[0] for _ in range(n - 1)]
     return Ensemble(members, batch_size=ens.batch_size, channels_last=ens.channels_last, backend=ens.backend,
-                    lrn_kernel=ens.lrn_kernel)
+                    lrn_kernel=ens.lrn_kernel, eager_kernels=ens.eager_kernels, winograd=ens.winograd)
 
 
 def compiled_ensemble(ens: Ensemble) -> Ensemble:

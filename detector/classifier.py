@@ -417,7 +417,8 @@ def build_classifier(cfg: ModelConfig, warp_cfg: WarpConfig | None = None,
     if cfg.backend.startswith("onnx"):
         from .backends import convert_members, int8_recipe
         members = convert_members(members, cfg.backend, warp_cfg, cfg.threads,
-                                  recipe=int8_recipe(cfg.int8_lrn_sums, cfg.int8_calibration), lrn=cfg.onnx_lrn)
+                                  recipe=int8_recipe(cfg.int8_lrn_sums, cfg.int8_calibration), lrn=cfg.onnx_lrn,
+                                  winograd=cfg.winograd)
     elif cfg.backend == "torch_int8":
         from .quantized import convert_members_int8
         members = convert_members_int8(members, warp_cfg, cfg.int8_lrn_sums, cfg.int8_calibration)

@@ -91,8 +91,10 @@ class ModelConfig:
     # eager fp32 inference: each convolution fused with its ReLU in one oneDNN primitive and max pooling by a
     # numba kernel (true; the same numbers) or torch's own modules (false) (detector/fast_eager.py)
     eager_kernels: bool = True
-    # ... and with eager_kernels, the 3x3 convolutions on maps >= 14 pixels by Winograd F(4x4, 3x3): fewer
-    # multiplications, fp32 rounding differs from the direct convolution (probabilities by ~1e-6)
+    # Winograd F(4x4, 3x3) for 3x3 convolutions: fewer multiplications, fp32 rounding differs from the direct
+    # convolution (probabilities by ~1e-6). eager (with eager_kernels): those on maps >= 14 pixels; onnx (fp32,
+    # onnx_lrn=fused): the graph segment between the two LRNs (conv2_reduce, conv2) runs in torch with it
+    # (detector/backends.py TorchConvSegment)
     winograd: bool = True
     # onnx_int8 only (detector/backends.py INT8_RECIPE; README "Speed" has the measured speed and mAP;
     # torch_int8 has the defaults' recipe only):

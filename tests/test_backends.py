@@ -222,6 +222,48 @@ def test_fused_lrn_runs_the_same_network(tmp_path):
         split_at_lrns(onnx.load(str(q)), [{**lrn_specs(m)[0], "prefix": "/net/norm9/"}])
 
 
+def test_conv_only_segment_runs_in_torch_with_winograd(tmp_path):
+    """model.winograd with the fused LRNs: the segment between the two LRNs (conv2_reduce, conv2; only
+    convolutions with ReLUs) runs in torch, its 3x3 convolution by Winograd: ONNX Runtime's numbers for that
+    segment to fp32 rounding, the same probabilities to ~1e-6; the other segments stay ONNX Runtime sessions,
+    and pickling (image workers) builds it again."""
+    pytest.importorskip("numba")
+    import pickle
+
+    import onnx
+    import onnxruntime as ort
+
+    from detector.backends import TorchConvSegment, lrn_specs, split_at_lrns
+
+    m = _member()
+    g = torch.Generator().manual_seed(6)
+    x = torch.rand(5, 3, 64, 64, generator=g) * 255 - 120  # conv2 on 16x16 maps: Winograd applies
+    [plain] = onnx_members([m], "onnx", tmp_path, size=64)
+    [wino] = onnx_members([m], "onnx", tmp_path, size=64, winograd=True)
+    kinds = [type(s).__name__ for s in wino.sessions]
+    assert kinds == ["InferenceSession", "TorchConvSegment", "InferenceSession"] and "Winograd" in wino.source
+    assert not any(isinstance(s, TorchConvSegment) for s in plain.sessions)
+    conv2 = wino.sessions[1].convs[1]
+    assert conv2.kernel_size == (3, 3) and conv2.fast.winograd
+    a, b = plain(x).numpy(), wino(x).numpy()
+    assert np.abs(a - b).max() < 1e-5 and (a.argmax(1) == b.argmax(1)).all()
+    again = pickle.loads(pickle.dumps(wino))
+    assert isinstance(again.sessions[1], TorchConvSegment)
+    np.testing.assert_array_equal(again(x).numpy(), b)
+
+    segments, _ = split_at_lrns(onnx.load(str(plain.path)), lrn_specs(m))
+    assert TorchConvSegment.from_onnx(segments[0]) is None and TorchConvSegment.from_onnx(segments[2]) is None
+    seg = TorchConvSegment.from_onnx(segments[1])
+    sess = ort.InferenceSession(segments[1], providers=["CPUExecutionProvider"])
+    nhwc = np.random.default_rng(0).random((3, 16, 16, 64), np.float32) * 4
+    (ref,) = sess.run(None, {sess.get_inputs()[0].name: nhwc})
+    (got,) = seg.run(None, {seg.input_name: nhwc})
+    assert got.shape == ref.shape and np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
+    # int8 graphs have no such segment (quantise/dequantise nodes around every convolution)
+    q = quantize_int8(plain.path, tmp_path / "q.onnx", [x.numpy()])
+    assert not any(isinstance(s, TorchConvSegment) for s in OrtMember(q, m, lrn=lrn_specs(m), winograd=True).sessions)
+
+
 def test_int8_calibration_regions_are_computed_only_to_quantise(tmp_path, monkeypatch):
     """A CalibrationSet finds the cached int8 graph by its key (the images' pixels and the settings), so a
     start with the graph in the cache runs no Selective Search; any input that changes the regions changes the key."""

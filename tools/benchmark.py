@@ -248,9 +248,12 @@ def print_table(res: dict, image_name: str, batch: int, extra: dict) -> None:
               "eager_torch_lrn": "fp32 channels-last, LRN as torch operators",
               "eager_modules": "fp32 channels-last, torch's convolution and pooling modules",
               "eager_direct": "fp32 channels-last, fused convolutions without Winograd",
+              "onnx_no_winograd": "ONNX Runtime fp32, conv2 in ONNX Runtime too (no Winograd)",
               "onnx_graph_lrn": "ONNX Runtime fp32, LRN as graph operators",
               "onnx_int8_graph_lrn": "ONNX Runtime int8, LRN as graph operators",
               "torch_int8": "torch int8 (oneDNN, fused uint8 LRN)"}
+    if "onnx" in extra and "Winograd" in getattr(extra["onnx"].members[0], "source", ""):
+        labels["onnx"] += ", conv2 in torch (Winograd)"
     for be in extra:
         print(f"| warp + classify, batch {c[be].get('batch_size', batch)}, {labels.get(be, be)} | "
               f"{c[be]['regions_per_s']:.1f} ({c[f'speedup_{be}_vs_naive']:.2f}x naive) |")
@@ -340,9 +343,13 @@ def main(argv: list[str] | None = None) -> int:
             # the configured LRN mode, and the graph's own LRN operators beside it when that is not already it
             modes = [(cfg.model.onnx_lrn, be)] + ([("graph", f"{be}_graph_lrn")] if cfg.model.onnx_lrn != "graph"
                                                   else [])
+            # ONNX fp32 with the conv2 segment in torch (model.winograd) and, beside it, all in ONNX Runtime
+            if be == "onnx" and cfg.model.winograd and cfg.model.onnx_lrn == "fused":
+                modes.append(("fused", "onnx_no_winograd"))
             for lrn, key in modes:
+                wino = cfg.model.winograd and key == be
                 extra[key] = Ensemble(convert_members(ens.members, be, cfg.warp, torch.get_num_threads(),
-                                                      recipe=recipe, lrn=lrn),
+                                                      recipe=recipe, lrn=lrn, winograd=wino),
                                       batch_size=batch_size_for(be, args.batch_size or cfg.model.batch_size),
                                       channels_last=False, backend=be)
         if torch.get_num_threads() > 1:  # how ONNX Runtime scales with threads: what image workers can gain
