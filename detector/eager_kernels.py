@@ -78,6 +78,18 @@ def max_pool_nhwc(x: np.ndarray, out: np.ndarray, kernel: int, stride: int, padd
     return out
 
 
+@njit(fastmath=_FASTMATH, cache=True, inline="always")
+def _bt(d0, d1, d2, d3, d4, d5, o0, o1, o2, o3, o4, o5, c):  # pragma: no cover - compiled
+    """``o = B^T d`` for six channel vectors: F(4x4, 3x3)'s input transform along one axis."""
+    for ch in range(c):
+        o0[ch] = 4 * d0[ch] - 5 * d2[ch] + d4[ch]
+        o1[ch] = -4 * (d1[ch] + d2[ch]) + d3[ch] + d4[ch]
+        o2[ch] = 4 * (d1[ch] - d2[ch]) - d3[ch] + d4[ch]
+        o3[ch] = -2 * (d1[ch] - d3[ch]) - d2[ch] + d4[ch]
+        o4[ch] = 2 * (d1[ch] - d3[ch]) - d2[ch] + d4[ch]
+        o5[ch] = 4 * d1[ch] - 5 * d3[ch] + d5[ch]
+
+
 @njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _winograd_input(x, v):  # pragma: no cover - compiled
     n, h, w, c = x.shape
@@ -94,28 +106,14 @@ def _winograd_input(x, v):  # pragma: no cover - compiled
         for col in range(wp):
             d0, d1, d2, d3, d4, d5 = rows[0, col], rows[1, col], rows[2, col], rows[3, col], rows[4, col], \
                 rows[5, col]
-            t0, t1, t2, t3, t4, t5 = t[0, col], t[1, col], t[2, col], t[3, col], t[4, col], t[5, col]
-            for ch in range(c):
-                t0[ch] = 4 * d0[ch] - 5 * d2[ch] + d4[ch]
-                t1[ch] = -4 * (d1[ch] + d2[ch]) + d3[ch] + d4[ch]
-                t2[ch] = 4 * (d1[ch] - d2[ch]) - d3[ch] + d4[ch]
-                t3[ch] = -2 * (d1[ch] - d3[ch]) - d2[ch] + d4[ch]
-                t4[ch] = 2 * (d1[ch] - d3[ch]) - d2[ch] + d4[ch]
-                t5[ch] = 4 * d1[ch] - 5 * d3[ch] + d5[ch]
+            _bt(d0, d1, d2, d3, d4, d5, t[0, col], t[1, col], t[2, col], t[3, col], t[4, col], t[5, col], c)
         for tj in range(tw):  # ... and B along each tile's columns
             vo = v[b, ti, tj]
             for a in range(6):
                 j = 4 * tj
                 e0, e1, e2, e3, e4, e5 = t[a, j], t[a, j + 1], t[a, j + 2], t[a, j + 3], t[a, j + 4], t[a, j + 5]
-                o0, o1, o2, o3, o4, o5 = vo[a * 6], vo[a * 6 + 1], vo[a * 6 + 2], vo[a * 6 + 3], vo[a * 6 + 4], \
-                    vo[a * 6 + 5]
-                for ch in range(c):
-                    o0[ch] = 4 * e0[ch] - 5 * e2[ch] + e4[ch]
-                    o1[ch] = -4 * (e1[ch] + e2[ch]) + e3[ch] + e4[ch]
-                    o2[ch] = 4 * (e1[ch] - e2[ch]) - e3[ch] + e4[ch]
-                    o3[ch] = -2 * (e1[ch] - e3[ch]) - e2[ch] + e4[ch]
-                    o4[ch] = 2 * (e1[ch] - e3[ch]) - e2[ch] + e4[ch]
-                    o5[ch] = 4 * e1[ch] - 5 * e3[ch] + e5[ch]
+                _bt(e0, e1, e2, e3, e4, e5, vo[a * 6], vo[a * 6 + 1], vo[a * 6 + 2], vo[a * 6 + 3], vo[a * 6 + 4],
+                    vo[a * 6 + 5], c)
 
 
 @njit(parallel=True, fastmath=_FASTMATH, cache=True)
