@@ -124,7 +124,19 @@ def _classify(args, cfg, dataset, members, warp, names):
              len(members), config_to_dict(warp))
     t0 = time.perf_counter()
     nets, is_probs = [m.net for m in members], False
-    if args.backend == "torch_int8":
+    if args.backend == "eager":  # what an eager Ensemble runs (detector.classifier.Ensemble): the LRN kernel,
+        from detector.classifier import fast_lrn  # fused convolutions, the pooling kernel, Winograd
+        from detector.fast_eager import fast_eager, plain_eager
+
+        for net in nets:
+            fast_lrn(net.eval(), kernel=cfg.model.lrn_kernel)
+            if cfg.model.eager_kernels:
+                fast_eager(net, winograd=cfg.model.winograd)
+            else:
+                plain_eager(net)
+            if cfg.model.channels_last:
+                net.to(memory_format=torch.channels_last)
+    elif args.backend == "torch_int8":
         from detector.imageio import read_image
         from detector.quantized import convert_members_int8
 
@@ -141,7 +153,7 @@ def _classify(args, cfg, dataset, members, warp, names):
             calib = CalibrationSet(members[0].preprocess, warp, imgs)
         recipe = int8_recipe(cfg.model.int8_lrn_sums, cfg.model.int8_calibration)  # --set model.int8_...
         nets = onnx_members(members, args.backend, default_cache_dir(), args.threads, calib, warp.size, recipe,
-                            cfg.model.onnx_lrn)
+                            cfg.model.onnx_lrn, cfg.model.winograd)
         is_probs = True
     with tqdm(total=total, desc="regions", unit="reg", dynamic_ncols=True) as bar:
         probs = classify_split(dataset.records, proposals, nets, members[0].preprocess, warp, args.batch_size,
