@@ -320,6 +320,7 @@ class TorchConvSegment:
 
     def __init__(self, convs: torch.nn.Sequential, input_name: str) -> None:
         self.convs, self.input_name = convs, input_name
+        self._out: dict = {}  # the last convolution's Winograd output, one per shape, reused batch after batch
 
     @classmethod
     def from_onnx(cls, segment: bytes) -> "TorchConvSegment | None":
@@ -366,9 +367,25 @@ class TorchConvSegment:
         return cls(fast_eager(seq, winograd=True), g.input[0].name)
 
     def run(self, output_names, feed: dict) -> list[np.ndarray]:
+        """The segment's NHWC output for the NHWC input in ``feed``. Like :func:`run_lrn`'s kept outputs, the
+        array is valid until the next call with that batch shape (the next LRN reads it at once)."""
+        from .fast_eager import FastConv, inference_applies
+
         (a,) = feed.values()
+        *first, last = self.convs
         with torch.inference_mode():
-            y = self.convs(torch.from_numpy(np.ascontiguousarray(a, np.float32)).permute(0, 3, 1, 2))
+            x = torch.from_numpy(np.ascontiguousarray(a, np.float32)).permute(0, 3, 1, 2)
+            for m in first:
+                x = m(x)
+            y = None
+            if last.fast is not None and FastConv.fits_winograd(last, x) and inference_applies(x):
+                shape = (x.shape[0], last.out_channels, *x.shape[2:])
+                out = self._out.get(shape)
+                if out is None:
+                    out = self._out[shape] = torch.empty(shape, memory_format=torch.channels_last)
+                y = last.fast(last, x, out=out)
+            if y is None:
+                y = last(x)
         return [y.permute(0, 2, 3, 1).numpy()]  # channels-last memory: the NHWC array without a copy
 
 

@@ -247,6 +247,10 @@ def test_conv_only_segment_runs_in_torch_with_winograd(tmp_path):
     assert conv2.kernel_size == (3, 3) and conv2.fast.winograd
     a, b = plain(x).numpy(), wino(x).numpy()
     assert np.abs(a - b).max() < 1e-5 and (a.argmax(1) == b.argmax(1)).all()
+    # conv2's output is kept per batch shape: another batch size, then the first again
+    np.testing.assert_allclose(wino(x[:2]).numpy(), a[:2], atol=1e-5)
+    np.testing.assert_array_equal(wino(x).numpy(), b)
+    assert sorted(s[0] for s in wino.sessions[1]._out) == [2, 5]
     again = pickle.loads(pickle.dumps(wino))
     assert isinstance(again.sessions[1], TorchConvSegment)
     np.testing.assert_array_equal(again(x).numpy(), b)

@@ -79,6 +79,11 @@ def test_winograd_equals_a_float64_direct_convolution(shape, cin, cout, monkeypa
     err = (got.double() - ref).abs().max().item()
     assert err <= 1e-5 * ref.abs().max().item(), err
     assert (got >= 0).all()
+    with torch.inference_mode():  # into a given output (kept by a caller across batches), or a clear error
+        out = torch.full((n, cout, h, w), 7.0).contiguous(memory_format=torch.channels_last)
+        assert conv.fast(conv, x, out=out) is out and torch.equal(out, got)
+        with pytest.raises(ValueError, match="Winograd output"):
+            conv.fast(conv, x, out=torch.empty(n, cout, h, w))
 
 
 def test_winograd_follows_changed_weights():
