@@ -34,7 +34,7 @@ from .config import ModelConfig, WarpConfig, config_to_dict
 from .fast_eager import fast_eager, plain_eager
 from .warp import PreparedImage, PreprocessLike, warp_prepared
 
-__all__ = ["ChannelLRN", "fast_lrn", "plain_lrn", "RegionClassifier", "Ensemble", "ClassifyTimings", "build_classifier", "load_checkpoint_member",
+__all__ = ["ChannelLRN", "fast_lrn", "plain_lrn", "prepare_inference", "RegionClassifier", "Ensemble", "ClassifyTimings", "build_classifier", "load_checkpoint_member",
            "embedded_member", "find_meta_det", "BACKENDS", "BEST_BATCH", "batch_size_for"]
 
 log = logging.getLogger(__name__)
@@ -161,6 +161,23 @@ def plain_lrn(module: nn.Module) -> nn.Module:
     return _swap(module, lambda m: m.lrn if isinstance(m, ChannelLRN) else m)
 
 
+def prepare_inference(module: nn.Module, lrn_kernel: bool = True, channels_last: bool = True,
+                      eager: tuple[bool, bool] | None = (True, True)) -> nn.Module:
+    """Set ``module`` up for inference as an eager :class:`Ensemble` runs it (in place): eval mode, its LRNs as
+    :class:`ChannelLRN` (with the fused kernel if ``lrn_kernel``), channels-last memory if ``channels_last``,
+    and with ``eager = (eager_kernels, winograd)`` the inference path of :mod:`detector.fast_eager` (or torch's
+    own modules when ``eager_kernels`` is false); ``eager=None`` leaves convolutions and poolings as they are."""
+    fast_lrn(module.eval(), kernel=lrn_kernel)
+    if eager is not None:
+        if eager[0]:
+            fast_eager(module, winograd=eager[1])
+        else:
+            plain_eager(module)
+    if channels_last:
+        module.to(memory_format=torch.channels_last)
+    return module
+
+
 class RegionClassifier(nn.Module):
     """One region classifier: ``net`` (warped regions ``[N, 3, S, S]`` -> logits ``[N, L]``) followed by
     ``head`` (logits -> probabilities ``[N, K + 1]``; ``None`` = softmax, then ``L = K + 1``).
@@ -252,14 +269,9 @@ class Ensemble:
         for m in self.members:
             if not isinstance(m, nn.Module):  # an ONNX Runtime session (detector/backends.py)
                 continue
-            fast_lrn(m.eval(), kernel=self.lrn_kernel)
-            if self.backend == "eager":  # (under bf16 autocast the modules run torch's own path anyway)
-                if self.eager_kernels:
-                    fast_eager(m, winograd=self.winograd)
-                else:
-                    plain_eager(m)
-            if self.channels_last:
-                m.to(memory_format=torch.channels_last)
+            prepare_inference(m, self.lrn_kernel, self.channels_last,
+                              # (under bf16 autocast the modules run torch's own path anyway)
+                              (self.eager_kernels, self.winograd) if self.backend == "eager" else None)
 
     @property
     def classes(self) -> tuple[str, ...]:

@@ -150,8 +150,7 @@ class FastConv:
               or not out.is_contiguous(memory_format=torch.channels_last)):
             raise ValueError(f"Winograd output must be float32 channels-last {(n, k, h, w)}, got {out.dtype} "
                              f"{tuple(out.shape)}")
-        y = out
-        xh, yh = _nhwc(x), _nhwc(y)
+        xh, yh = _nhwc(x), _nhwc(out)
         for s in range(0, n, per):
             e = min(n, s + per)
             v = torch.empty(e - s, 36 * c, th, tw, memory_format=torch.channels_last)
@@ -159,7 +158,7 @@ class FastConv:
             m = op(v, wg, None, [0, 0], [1, 1], [1, 1], 36, "none", [], "")
             m = m.contiguous(memory_format=torch.channels_last)
             kern.winograd_output(_nhwc(m).reshape(e - s, th, tw, 36, k), bias, yh[s:e], True, threads)
-        return y
+        return out
 
 
 class ChannelMaxPool(nn.Module):

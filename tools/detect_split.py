@@ -124,18 +124,12 @@ def _classify(args, cfg, dataset, members, warp, names):
              len(members), config_to_dict(warp))
     t0 = time.perf_counter()
     nets, is_probs = [m.net for m in members], False
-    if args.backend == "eager":  # what an eager Ensemble runs (detector.classifier.Ensemble): the LRN kernel,
-        from detector.classifier import fast_lrn  # fused convolutions, the pooling kernel, Winograd
-        from detector.fast_eager import fast_eager, plain_eager
+    if args.backend == "eager":  # what an eager Ensemble runs: the LRN kernel, fused convolutions, Winograd, ...
+        from detector.classifier import prepare_inference
 
         for net in nets:
-            fast_lrn(net.eval(), kernel=cfg.model.lrn_kernel)
-            if cfg.model.eager_kernels:
-                fast_eager(net, winograd=cfg.model.winograd)
-            else:
-                plain_eager(net)
-            if cfg.model.channels_last:
-                net.to(memory_format=torch.channels_last)
+            prepare_inference(net, cfg.model.lrn_kernel, cfg.model.channels_last,
+                              (cfg.model.eager_kernels, cfg.model.winograd))
     elif args.backend == "torch_int8":
         from detector.imageio import read_image
         from detector.quantized import convert_members_int8
