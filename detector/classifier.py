@@ -429,11 +429,12 @@ def build_classifier(cfg: ModelConfig, warp_cfg: WarpConfig | None = None,
     if cfg.backend.startswith("onnx"):
         from .backends import convert_members, int8_recipe
         members = convert_members(members, cfg.backend, warp_cfg, cfg.threads,
-                                  recipe=int8_recipe(cfg.int8_lrn_sums, cfg.int8_calibration), lrn=cfg.onnx_lrn,
-                                  winograd=cfg.winograd)
+                                  recipe=int8_recipe(cfg.int8_lrn_sums, cfg.int8_calibration, cfg.int8_weight_bits),
+                                  lrn=cfg.onnx_lrn, winograd=cfg.winograd)
     elif cfg.backend == "torch_int8":
         from .quantized import convert_members_int8
-        members = convert_members_int8(members, warp_cfg, cfg.int8_lrn_sums, cfg.int8_calibration)
+        members = convert_members_int8(members, warp_cfg, cfg.int8_lrn_sums, cfg.int8_calibration,
+                                       weight_bits=cfg.int8_weight_bits)
     ens = Ensemble(members, batch_size=batch_size_for(cfg.backend, cfg.batch_size), channels_last=cfg.channels_last,
                    backend=cfg.backend, lrn_kernel=cfg.lrn_kernel, eager_kernels=cfg.eager_kernels,
                    winograd=cfg.winograd)

@@ -101,6 +101,10 @@ class ModelConfig:
     # the LRNs' squares and window sums in fp32 (accurate, the default) or int8 (faster, lost up to 1 mAP point)
     int8_lrn_sums: str = "fp32"
     int8_calibration: str = "minmax"  # minmax | percentile (99.999th; ~16 GiB while calibrating at 224x224)
+    # onnx_int8 and torch_int8: 8-bit or 7-bit weights; 0 = this CPU's choice, 7 where it has no VNNI (its int8
+    # products are summed in saturating 16 bits; 7-bit weights cannot overflow them: detector/backends.py
+    # INT8_RECIPE), else 8
+    int8_weight_bits: int = 0
     # onnx and onnx_int8: the LRNs as one fused kernel each between graph segments (fused; needs numba, in the
     # dependencies) or as the graph's own operators (graph); same numbers (detector/backends.py OrtMember)
     onnx_lrn: str = "fused"

@@ -5,8 +5,9 @@ AVX512-VNNI) oneDNN's int8 convolutions run GoogLeNet's own layers at ~400 GMAC/
 reach on large regular shapes, where ONNX Runtime's int8 classifier as a whole reaches ~60% of its own
 ceiling (README "Speed": the ceiling rows, the profile and the paired comparison of the two backends). Same recipe as ``onnx_int8``'s default (:data:`RECIPE`): the trunk
 int8 (convolutions with their ReLUs, max pooling, concatenations), weights per output channel (symmetric
-int8), activations per tensor (uint8, min/max over real warped calibration regions); the global average
-pool, the final linear layer and the head (softmax, ImageNet->DET mapping) stay fp32.
+int8; 7-bit on CPUs without VNNI, ``weight_bits``, as ``onnx_int8``: :data:`detector.backends.INT8_RECIPE`),
+activations per tensor (uint8, min/max over real warped calibration regions); the global average pool, the final
+linear layer and the head (softmax, ImageNet->DET mapping) stay fp32.
 
 The LRNs: FX leaves GoogLeNet's LRNs in fp32 (dequantise -> LRN -> quantise). :func:`quantize_net` then
 replaces each such triple by a :class:`QuantizedLRN`, the fused uint8 kernel of :mod:`detector.lrn_kernels`
@@ -110,20 +111,26 @@ class QuantizedLRN(nn.Module):
                f"zero_point={self.zero_point}"
 
 
-def _qconfig_mapping():
+def _qconfig_mapping(weight_bits: int = 8):
+    """``weight_bits`` 7: observed range [-64, 63], so the weights are within +-64 (torch rounds the largest to
+    64) and oneDNN's 16-bit pair sums on CPUs without VNNI cannot saturate (255 * 64 * 2 = 32,640; the reasoning
+    and the measured effect: :data:`detector.backends.INT8_RECIPE`)."""
     from torch.ao.quantization import QConfig, QConfigMapping
     from torch.ao.quantization.observer import MinMaxObserver, PerChannelMinMaxObserver
 
+    if weight_bits not in (7, 8):
+        raise ValueError(f"weight_bits must be 7 or 8, not {weight_bits!r}")
+    wrange = {} if weight_bits == 8 else {"quant_min": -64, "quant_max": 63}
     qconfig = QConfig(activation=MinMaxObserver.with_args(dtype=torch.quint8, qscheme=torch.per_tensor_affine),
-                      weight=PerChannelMinMaxObserver.with_args(dtype=torch.qint8,
-                                                                qscheme=torch.per_channel_symmetric))
+                      weight=PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric,
+                                                                **wrange))
     mapping = QConfigMapping().set_global(qconfig)
     for name in RECIPE["fp32"]:
         mapping.set_module_name(name, None)
     return mapping
 
 
-def _prepare(net: nn.Module, example: torch.Tensor) -> tuple[torch.fx.GraphModule, int]:
+def _prepare(net: nn.Module, example: torch.Tensor, weight_bits: int = 8) -> tuple[torch.fx.GraphModule, int]:
     """``net`` (a copy, torch's own LRN modules back) prepared for calibration, and its number of LRNs."""
     from torch.ao.quantization.fx.custom_config import PrepareCustomConfig
     from torch.ao.quantization.quantize_fx import prepare_fx
@@ -138,7 +145,8 @@ def _prepare(net: nn.Module, example: torch.Tensor) -> tuple[torch.fx.GraphModul
     custom = PrepareCustomConfig().set_non_traceable_module_classes([ChannelLRN])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notices, once per call
-        return prepare_fx(net, _qconfig_mapping(), example_inputs=(example,), prepare_custom_config=custom), lrns
+        return prepare_fx(net, _qconfig_mapping(weight_bits), example_inputs=(example,),
+                          prepare_custom_config=custom), lrns
 
 
 def _observer_state(prepared: nn.Module) -> dict[str, torch.Tensor]:
@@ -175,16 +183,17 @@ def _fuse_lrns(gm: torch.fx.GraphModule) -> int:
 
 
 def quantize_net(net: nn.Module, calibration: Sequence[np.ndarray] | None = None,
-                 observers: dict[str, torch.Tensor] | None = None) -> tuple[torch.fx.GraphModule, dict]:
+                 observers: dict[str, torch.Tensor] | None = None,
+                 weight_bits: int = 8) -> tuple[torch.fx.GraphModule, dict]:
     """A quantised copy of the float network ``net`` (:data:`RECIPE`; its LRNs as :class:`QuantizedLRN`) and
     the activation ranges it used (a state dict, for the cache). The ranges come from ``observers`` when given
     (an earlier result of this function), else from running ``net`` on the ``calibration`` batches
-    (``[n, C, H, W]`` float32 arrays, e.g. real warped regions)."""
+    (``[n, C, H, W]`` float32 arrays, e.g. real warped regions). ``weight_bits``: 8, or 7 (:func:`_qconfig_mapping`)."""
     from torch.ao.quantization.quantize_fx import convert_fx
 
     require_torch_int8()
     shape = tuple(calibration[0].shape[1:]) if calibration else (3, 224, 224)
-    prepared, lrns = _prepare(net, torch.zeros(1, *shape))
+    prepared, lrns = _prepare(net, torch.zeros(1, *shape), weight_bits)
     if observers is not None:
         if set(_observer_state(prepared)) != set(observers):  # (per-channel observers are resized on loading)
             raise ValueError("cached int8 activation ranges do not fit this network")
@@ -243,35 +252,38 @@ def _unpickle_classifier(blob: bytes):
 
 
 def quantize_member(member, calibration: Sequence[np.ndarray] | None = None,
-                    observers: dict[str, torch.Tensor] | None = None):
+                    observers: dict[str, torch.Tensor] | None = None, weight_bits: int = 8):
     """:func:`quantize_net` for the :class:`~detector.classifier.RegionClassifier` ``member``: a new region
     classifier with the quantised network and ``member``'s head, classes and preprocessing; and the ranges."""
-    q, observers = quantize_net(member.net, calibration, observers)
+    q, observers = quantize_net(member.net, calibration, observers, weight_bits)
     out = QuantizedClassifier(q, member.classes, member.class_names, member.preprocess, member.head,
-                           f"{member.source} [torch_int8]")  # the head (and its weights) shared with member
+                              f"{member.source} [torch_int8, {weight_bits}-bit weights]")  # member's head, shared
     return out, observers
 
 
-def _cache_key(member, calibration_key: str) -> str:
+def _cache_key(member, calibration_key: str, weight_bits: int = 8) -> str:
     from .backends import state_digest
 
+    recipe = RECIPE if weight_bits == 8 else {**RECIPE, "weight_bits": weight_bits}  # 8: the keys of before
     return hashlib.sha256(json.dumps({"weights": state_digest(member), "calibration": calibration_key,
-                                      "recipe": RECIPE, "engine": ENGINE, "torch": torch.__version__,
+                                      "recipe": recipe, "engine": ENGINE, "torch": torch.__version__,
                                       "version": QUANT_VERSION}, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def torch_int8_members(members: Sequence, calibration, cache_dir: Path | None) -> list:
-    """``members`` quantised by :func:`quantize_member`, calibrated on ``calibration`` (a
-    :class:`~detector.backends.CalibrationSet`, computed only when no cached ranges fit, or a list of batches),
-    with the activation ranges cached in ``cache_dir`` (None: no cache)."""
-    from .backends import CalibrationSet, hash_calibration
+def torch_int8_members(members: Sequence, calibration, cache_dir: Path | None, weight_bits: int = 0) -> list:
+    """``members`` quantised by :func:`quantize_member` with ``weight_bits``-bit weights (0: this CPU's choice,
+    :func:`detector.backends.int8_weight_bits`), calibrated on
+    ``calibration`` (a :class:`~detector.backends.CalibrationSet`, computed only when no cached ranges fit, or a
+    list of batches), with the activation ranges cached in ``cache_dir`` (None: no cache)."""
+    from .backends import CalibrationSet, hash_calibration, int8_weight_bits
 
     require_torch_int8()
+    weight_bits = int8_weight_bits(weight_bits)
     _quiet_deprecation()
-    if cpu_has_vnni() is False:
+    if cpu_has_vnni() is False and weight_bits == 8:
         log.warning("torch_int8: this CPU has no VNNI instructions; oneDNN then multiplies uint8 by int8 with "
-                    "16-bit intermediate sums that can saturate (oneDNN's 'int8 computation' notes), so check "
-                    "this backend's detections against onnx_int8 or fp32 here")
+                    "16-bit intermediate sums that can saturate with 8-bit weights (oneDNN's 'int8 computation' "
+                    "notes); model.int8_weight_bits=0 (the default) chooses 7 bits on such CPUs")
     log.info("torch_int8: torch.ao.quantization is deprecated upstream (torchao replaces it); torch %s has it",
              torch.__version__)
     h = hashlib.sha256()
@@ -279,11 +291,11 @@ def torch_int8_members(members: Sequence, calibration, cache_dir: Path | None) -
     cal_key = h.hexdigest()
     out = []
     for m in members:
-        path = cache_dir / f"{_cache_key(m, cal_key)}_ranges.pt" if cache_dir is not None else None
+        path = cache_dir / f"{_cache_key(m, cal_key, weight_bits)}_ranges.pt" if cache_dir is not None else None
         if path is not None and path.is_file():
             try:
                 observers = torch.load(path, weights_only=True)
-                q, _ = quantize_member(m, observers=observers)
+                q, _ = quantize_member(m, observers=observers, weight_bits=weight_bits)
                 log.info("torch_int8: %s with cached activation ranges %s", m.source, path)
                 out.append(q)
                 continue
@@ -291,7 +303,7 @@ def torch_int8_members(members: Sequence, calibration, cache_dir: Path | None) -
                 log.warning("torch_int8: ignoring cached ranges %s (%s); calibrating again", path, e)
         regions = calibration.regions() if isinstance(calibration, CalibrationSet) else calibration
         log.info("torch_int8: calibrating %s on %d regions", m.source, sum(len(b) for b in regions or []))
-        q, observers = quantize_member(m, regions)
+        q, observers = quantize_member(m, regions, weight_bits=weight_bits)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
@@ -302,11 +314,13 @@ def torch_int8_members(members: Sequence, calibration, cache_dir: Path | None) -
 
 
 def convert_members_int8(members: Sequence, warp_cfg=None, lrn_sums: str = "fp32", calibration: str = "minmax",
-                         images: Sequence[np.ndarray] | None = None, cache_dir: Path | None = None) -> list:
+                         images: Sequence[np.ndarray] | None = None, cache_dir: Path | None = None,
+                         weight_bits: int = 0) -> list:
     """``members`` for ``model.backend=torch_int8``, calibrated on the Selective Search regions of ``images``
     (default: scikit-image's photos; :class:`~detector.backends.CalibrationSet`), ranges cached in ``cache_dir``
     (default ``<user cache>/googlenet_rcnn/torch_int8``). Only ``onnx_int8``'s default recipe exists here:
-    ``model.int8_lrn_sums`` and ``model.int8_calibration`` must keep their defaults."""
+    ``model.int8_lrn_sums`` and ``model.int8_calibration`` must keep their defaults. ``weight_bits``
+    (``model.int8_weight_bits``): 7 or 8, 0 for this CPU's choice (:func:`detector.backends.int8_weight_bits`)."""
     from .backends import CalibrationSet, default_cache_dir
     from .config import WarpConfig
 
@@ -315,4 +329,4 @@ def convert_members_int8(members: Sequence, warp_cfg=None, lrn_sums: str = "fp32
                         f"model.int8_lrn_sums={lrn_sums!r} / model.int8_calibration={calibration!r} are onnx_int8's")
     warp_cfg = warp_cfg or WarpConfig()
     cal = CalibrationSet(members[0].preprocess, warp_cfg, images)
-    return torch_int8_members(members, cal, cache_dir or default_cache_dir().parent / "torch_int8")
+    return torch_int8_members(members, cal, cache_dir or default_cache_dir().parent / "torch_int8", weight_bits)

@@ -133,15 +133,22 @@ def test_int8_recipe_from_config(tmp_path):
     from detector.config import load_config
 
     cfg = load_config(None, ["model.int8_lrn_sums=int8"]).model
-    assert int8_recipe(cfg.int8_lrn_sums, cfg.int8_calibration) == {**b.INT8_RECIPE, "lrn_sums": "int8"}
+    assert int8_recipe(cfg.int8_lrn_sums, cfg.int8_calibration, cfg.int8_weight_bits) == {
+        **b.INT8_RECIPE, "lrn_sums": "int8", "weight_bits": b.int8_weight_bits(0)}
+    assert int8_recipe(weight_bits=7)["weight_bits"] == 7
     with pytest.raises(UserError, match="calibration must be one of"):
         int8_recipe(calibration="entropy")
+    with pytest.raises(UserError, match="int8_weight_bits must be"):
+        int8_recipe(weight_bits=4)
     m = _member(tiny=True)
     a = [(torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(2)) * 255 - 120).numpy()]
     onnx_members([m], "onnx_int8", tmp_path, calibration=a, size=32)
     onnx_members([m], "onnx_int8", tmp_path, calibration=a, size=32, recipe=int8_recipe(lrn_sums="int8"),
                  lrn="graph")
     assert len(list(tmp_path.glob("*_int8_*.onnx"))) == 2  # another recipe, another graph (not the cached one)
+    onnx_members([m], "onnx_int8", tmp_path, calibration=a, size=32,
+                 recipe=int8_recipe(weight_bits=15 - b.int8_weight_bits(0)))  # the other weight width
+    assert len(list(tmp_path.glob("*_int8_*.onnx"))) == 3
     # the fused LRN kernel computes the sums exactly: it cannot stand for the int8-sums recipe
     with pytest.raises(UserError, match="needs model.onnx_lrn=graph"):
         onnx_members([m], "onnx_int8", tmp_path, calibration=a, size=32, recipe=int8_recipe(lrn_sums="int8"))
@@ -305,3 +312,35 @@ def test_int8_calibration_regions_are_computed_only_to_quantise(tmp_path, monkey
     monkeypatch.setattr(b, "CALIBRATION_VERSION", b.CALIBRATION_VERSION + 1)
     keys.add(b.CalibrationSet(m.preprocess, warp, imgs, per_image=8).key)
     assert len(keys) == 5 and cs.key not in keys
+
+
+def test_onnx_int8_seven_bit_weights_cannot_saturate(tmp_path):
+    """ONNX Runtime's int8 convolutions on a CPU without VNNI add pairs of uint8 x int8 products in saturating
+    16 bits (its own quantisation notes), like oneDNN: one 1x1 convolution over 64 channels of the largest
+    activation and weight, exactly 640 in fp32, is about half that with 8-bit weights there and exact with the
+    7-bit weights ``weight_bits=7`` (ORT's reduce_range) gives."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    from detector.backends import int8_recipe, quantize_int8
+    from detector.quantized import cpu_has_vnni
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(64, 1, 1, bias=False), torch.nn.AdaptiveAvgPool2d(1)).eval()
+    torch.nn.init.constant_(net[0].weight, 1.0)
+    x = np.full((2, 64, 4, 4), 10.0, np.float32)
+    fp32 = tmp_path / "conv.onnx"
+    torch.onnx.export(net, torch.from_numpy(x), str(fp32), input_names=["regions"], output_names=["out"],
+                      opset_version=17, dynamo=False)
+    out = {}
+    for bits in (8, 7):
+        path = quantize_int8(fp32, tmp_path / f"conv{bits}.onnx", [x], int8_recipe(weight_bits=bits))
+        ints = [numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer
+                if numpy_helper.to_array(i).dtype == np.int8 and numpy_helper.to_array(i).size == 64]
+        assert len(ints) == 1 and int(np.abs(ints[0].astype(int)).max()) == (127 if bits == 8 else 64)
+        out[bits] = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"regions": x})[0]
+    np.testing.assert_allclose(out[7], 640.0, rtol=0.01)
+    if cpu_has_vnni() is False:
+        assert float(out[8].max()) < 0.6 * 640
+    elif cpu_has_vnni():
+        np.testing.assert_allclose(out[8], 640.0, rtol=0.01)

@@ -168,7 +168,9 @@ def test_torch_int8_agrees_with_fp32_on_real_regions(bvlc_weights, shared_data):
     """BVLC weights, real warped Selective Search regions of a real photo, calibrated on another photo
     (CalibrationSet, as model.backend=torch_int8 does): where fp32 is confident the int8 network's top ImageNet
     class is the same, elsewhere mostly (ambiguous crops among 1,000 classes; onnx_int8 calibrated the same way
-    agreed on 29 of these 32 regions, this backend on 27), and its probabilities are close."""
+    agreed on 29 of these 32 regions, this backend on 27), and its probabilities are close. Measured: with
+    8-bit weights on a VNNI CPU 27 of 32 and max |diff| 0.17; on an AVX2 CPU without VNNI, 26 and 0.21 with
+    the 7-bit weights chosen there, but 20 and 0.53 (a confident region flipped) with saturating 8-bit ones."""
     from detector.backends import CalibrationSet, calibration_regions
     from detector.config import WarpConfig
     from detector.imageio import read_image
@@ -189,14 +191,63 @@ def test_torch_int8_agrees_with_fp32_on_real_regions(bvlc_weights, shared_data):
     confident = ref.max(1) > 0.5
     assert confident.sum() >= 2 and same[confident].all()
     assert same.mean() >= 0.75
-    assert np.abs(ref - got).max() < 0.2
+    assert np.abs(ref - got).max() < 0.25
 
 
-def test_a_cpu_without_vnni_is_warned_about(monkeypatch, caplog, tmp_path):
+def test_a_cpu_without_vnni_is_warned_about_8_bit_weights_and_gets_7(monkeypatch, caplog, tmp_path):
+    from detector.backends import int8_weight_bits
+
     monkeypatch.setattr(quantized, "cpu_has_vnni", lambda: False)
-    quantized.torch_int8_members([_member()], _batches(1), None)
+    quantized.torch_int8_members([_member()], _batches(1), None, weight_bits=8)
     assert "no VNNI" in caplog.text
     caplog.clear()
+    assert int8_weight_bits(0) == 7 and int8_weight_bits(8) == 8  # the default (0): this CPU's choice
+    [q] = quantized.torch_int8_members([_member()], _batches(1), None)  # 0, the default: this CPU's choice
+    assert "no VNNI" not in caplog.text and "7-bit weights" in q.source
     monkeypatch.setattr(quantized, "cpu_has_vnni", lambda: True)
-    quantized.torch_int8_members([_member()], _batches(1), None)
+    assert int8_weight_bits(0) == 8
+    quantized.torch_int8_members([_member()], _batches(1), None, weight_bits=8)
     assert "no VNNI" not in caplog.text
+
+
+def _quantized_weights(net: torch.nn.Module) -> list[torch.Tensor]:
+    """The int8 weights of the converted graph's convolutions (kept as packed-parameter script objects)."""
+    packed = [v for mod in net.modules() for v in vars(mod).values() if isinstance(v, torch.ScriptObject)]
+    return [p.unpack()[0].int_repr() for p in packed]
+
+
+def test_seven_bit_weights_stay_in_seven_bits_and_close_to_fp32():
+    m, cal = _member(), _batches()
+    q8, obs = quantized.quantize_member(m, cal)
+    q7, obs7 = quantized.quantize_member(m, cal, weight_bits=7)
+    w8, w7 = _quantized_weights(q8.net), _quantized_weights(q7.net)
+    assert len(w7) == len(w8) == 57  # every convolution
+    assert max(int(w.abs().max()) for w in w8) == 127  # symmetric per channel: each channel's largest is +-127
+    # |w| <= 64 (torch rounds the largest to 64 = 63.5 rounded): 255 * 64 * 2 = 32,640 still fits 16 bits
+    assert max(int(w.abs().max()) for w in w7) == 64
+    assert all(torch.equal(obs[k], obs7[k]) for k in obs)  # the activation ranges do not depend on it
+    x = torch.from_numpy(_batches(1, seed=7)[0])
+    with torch.inference_mode():
+        assert np.abs(q7(x).numpy() - m(x).numpy()).max() < 0.15
+    with pytest.raises(ValueError, match="7 or 8"):
+        quantized.quantize_member(m, cal, weight_bits=6)
+
+
+def test_seven_bit_weights_cannot_saturate_the_16_bit_pair_sums():
+    """One 1x1 convolution summing 64 channels of the largest uint8 activation (255) times the largest weight:
+    the exact result is 640. Without VNNI oneDNN adds pairs of uint8 x int8 products in saturating 16 bits,
+    so with 8-bit weights (255 * 127 * 2 = 64,770 > 32,767) it gets about half; with 7-bit weights
+    (255 * 64 * 2 = 32,640) it cannot overflow. With VNNI both are exact."""
+    net = torch.nn.Sequential(torch.nn.Conv2d(64, 1, 1, bias=False)).eval()
+    torch.nn.init.constant_(net[0].weight, 1.0)
+    x = np.full((2, 64, 4, 4), 10.0, np.float32)
+    out = {}
+    for bits in (8, 7):
+        q, _ = quantized.quantize_net(net, [x], weight_bits=bits)
+        with torch.inference_mode():
+            out[bits] = q(torch.from_numpy(x))
+    np.testing.assert_allclose(out[7].numpy(), 640.0, rtol=0.01)
+    if quantized.cpu_has_vnni() is False:
+        assert float(out[8].max()) < 0.6 * 640  # the saturation 7-bit weights avoid
+    elif quantized.cpu_has_vnni():
+        np.testing.assert_allclose(out[8].numpy(), 640.0, rtol=0.01)

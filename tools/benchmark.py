@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
                                              channels_last=ens.channels_last, backend="eager", winograd=False)
     if args.onnx:
         from detector.backends import convert_members, int8_recipe
-        recipe = int8_recipe(cfg.model.int8_lrn_sums, cfg.model.int8_calibration)
+        recipe = int8_recipe(cfg.model.int8_lrn_sums, cfg.model.int8_calibration, cfg.model.int8_weight_bits)
         for be in ("onnx", "onnx_int8"):
             # the configured LRN mode, and the graph's own LRN operators beside it when that is not already it
             modes = [(cfg.model.onnx_lrn, be)] + ([("graph", f"{be}_graph_lrn")] if cfg.model.onnx_lrn != "graph"
@@ -359,7 +359,8 @@ def main(argv: list[str] | None = None) -> int:
                                                   backend="onnx_int8")
     if not args.no_torch_int8:
         from detector.quantized import convert_members_int8
-        extra["torch_int8"] = Ensemble(convert_members_int8(ens.members, cfg.warp),
+        extra["torch_int8"] = Ensemble(convert_members_int8(ens.members, cfg.warp,
+                                                            weight_bits=cfg.model.int8_weight_bits),
                                        batch_size=batch_size_for("torch_int8", args.batch_size or cfg.model.batch_size),
                                        channels_last=True, backend="torch_int8")
     if args.compile:

@@ -135,7 +135,8 @@ def _classify(args, cfg, dataset, members, warp, names):
         from detector.quantized import convert_members_int8
 
         nets = convert_members_int8(members, warp, cfg.model.int8_lrn_sums, cfg.model.int8_calibration,
-                                    [read_image(p) for p in args.calibrate_on] or None)
+                                    [read_image(p) for p in args.calibrate_on] or None,
+                                    weight_bits=cfg.model.int8_weight_bits)
         is_probs = True
     elif args.backend != "eager":
         from detector.backends import CalibrationSet, default_cache_dir, int8_recipe, onnx_members
@@ -145,7 +146,8 @@ def _classify(args, cfg, dataset, members, warp, names):
         if args.backend == "onnx_int8":
             imgs = [read_image(p) for p in args.calibrate_on] or None
             calib = CalibrationSet(members[0].preprocess, warp, imgs)
-        recipe = int8_recipe(cfg.model.int8_lrn_sums, cfg.model.int8_calibration)  # --set model.int8_...
+        # --set model.int8_...
+        recipe = int8_recipe(cfg.model.int8_lrn_sums, cfg.model.int8_calibration, cfg.model.int8_weight_bits)
         nets = onnx_members(members, args.backend, default_cache_dir(), args.threads, calib, warp.size, recipe,
                             cfg.model.onnx_lrn, cfg.model.winograd)
         is_probs = True
