@@ -26,7 +26,9 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
+from . import cpu
 from .cli import UserError
+from .cpu import bf16_supported  # noqa: F401 - re-exported (was defined here)
 
 __all__ = ["OrtMember", "export_onnx", "quantize_int8", "onnx_members", "state_digest", "bf16_supported", "int8_recipe", "int8_weight_bits",
            "CalibrationSet", "session_options", "lrn_specs", "split_at_lrns", "open_segments", "run_lrn", "LRN_MODES",
@@ -60,8 +62,7 @@ _RECIPE_CHOICES = {"lrn_sums": ("fp32", "int8"), "calibration": ("minmax", "perc
 def int8_weight_bits(bits: int | None = 0) -> int:
     """``bits`` (7 or 8), or for 0/None this CPU's choice: 7 without VNNI (see :data:`INT8_RECIPE`), else 8."""
     if bits in (0, None):
-        from .quantized import cpu_has_vnni
-        return 7 if cpu_has_vnni() is False else 8
+        return 7 if cpu.cpu_has_vnni() is False else 8
     if bits not in _RECIPE_CHOICES["weight_bits"]:
         raise UserError(f"model.int8_weight_bits must be 0 (this CPU's choice), 7 or 8, not {bits!r}")
     return int(bits)
@@ -88,15 +89,6 @@ def _require_ort():
         raise UserError("the onnx backends need ONNX Runtime: pip install -e '.[onnx]'") from None
     import onnxruntime
     return onnxruntime
-
-
-def bf16_supported() -> bool:
-    """True when the CPU has native bf16 dot products (AVX512-BF16 or AMX), so bf16 autocast can pay off."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def state_digest(module: torch.nn.Module) -> str:

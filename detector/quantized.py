@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from . import cpu
 from .classifier import RegionClassifier
 from .cli import UserError
 
@@ -224,15 +225,6 @@ class QuantizedClassifier(RegionClassifier):
         return _unpickle_classifier, (pickle.dumps(self.__dict__),)
 
 
-def cpu_has_vnni() -> bool | None:
-    """Whether the CPU has AVX512-VNNI or AVX-VNNI (None where /proc/cpuinfo is not readable: not Linux)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None
-    return "avx512_vnni" in flags or "avx_vnni" in flags
-
-
 def _quiet_deprecation() -> None:
     """The quantised graph calls torch.quantize_per_tensor every batch, and torch 2.14 warns each process that
     these functions are deprecated (they are in every torch setup.py admits; :func:`torch_int8_members` logs
@@ -280,7 +272,7 @@ def torch_int8_members(members: Sequence, calibration, cache_dir: Path | None, w
     require_torch_int8()
     weight_bits = int8_weight_bits(weight_bits)
     _quiet_deprecation()
-    if cpu_has_vnni() is False and weight_bits == 8:
+    if cpu.cpu_has_vnni() is False and weight_bits == 8:
         log.warning("torch_int8: this CPU has no VNNI instructions; oneDNN then multiplies uint8 by int8 with "
                     "16-bit intermediate sums that can saturate with 8-bit weights (oneDNN's 'int8 computation' "
                     "notes); model.int8_weight_bits=0 (the default) chooses 7 bits on such CPUs")

@@ -324,7 +324,7 @@ def test_onnx_int8_seven_bit_weights_cannot_saturate(tmp_path):
     from onnx import numpy_helper
 
     from detector.backends import int8_recipe, quantize_int8
-    from detector.quantized import cpu_has_vnni
+    from detector.cpu import cpu_has_vnni
 
     net = torch.nn.Sequential(torch.nn.Conv2d(64, 1, 1, bias=False), torch.nn.AdaptiveAvgPool2d(1)).eval()
     torch.nn.init.constant_(net[0].weight, 1.0)

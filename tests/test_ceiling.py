@@ -78,3 +78,25 @@ def test_conv_rates_without_onnx_runtime_time_torch_only():
     rows = conv_rates(threads=1, batch=1, depth=1, rounds=1, onnx=False, shapes=[("tiny 1x1", 4, 1, 5)],
                       torch_int8=False)
     assert [r["runtime"] for r in rows] == ["eager"]
+
+
+def test_benchmark_table_names_the_cpu_and_what_it_lacks(capsys):
+    """The figures depend on the CPU: the table starts with it, says when bf16 is emulated, and gives the int8
+    weight width the recipe chose for it."""
+    from conftest import load_tool
+
+    tool = load_tool("benchmark")
+    rate = {"regions_per_s": 10.0}
+    res = {"warp_regions_per_s": {}, "int8_weight_bits": 7,
+           "cpu": {"model": "AMD EPYC", "cpus": 2, "flags": ["avx2", "fma"], "vnni": False, "native_bf16": False},
+           "classification": {"naive": rate, "batch1": rate, "batch": rate, "speedup_vs_naive": 1.0,
+                              "batch_bf16": rate, "speedup_bf16_vs_naive": 1.0,
+                              "torch_int8": {"regions_per_s": 20.0, "batch_size": 16}, "speedup_torch_int8_vs_naive": 2.0}}
+    tool.print_table(res, "raccoon-70", 8, {"torch_int8": None})
+    out = capsys.readouterr().out
+    assert out.startswith("CPU: AMD EPYC, 2 CPUs, flags avx2, fma\n")
+    assert "bf16 autocast channels-last (no native bf16 on this CPU: emulated) | 10.0 (1.00x naive) |" in out
+    assert "| warp + classify, batch 16, torch int8 (oneDNN, fused uint8 LRN), 7-bit weights | 20.0 (2.00x naive) |" in out
+    res["cpu"] = {**res["cpu"], "native_bf16": True}
+    tool.print_table(res, "raccoon-70", 8, {"torch_int8": None})
+    assert "emulated" not in capsys.readouterr().out

@@ -230,3 +230,17 @@ def test_batch_size_zero_is_the_backends_own():
     assert batch_size_for("onnx_int8", 4) == 4  # an explicit size wins
     with pytest.raises(UserError, match="batch_size must be >= 0"):
         batch_size_for("eager", -1)
+
+
+def test_bf16_on_a_cpu_without_native_bf16_is_warned_about(tmp_path, monkeypatch, caplog):
+    from detector import cpu
+
+    _write_checkpoint(tmp_path / "a.pt")
+    cfg = ModelConfig(checkpoints=[str(tmp_path / "a.pt")], batch_size=2, backend="bf16")
+    monkeypatch.setattr(cpu, "bf16_supported", lambda: False)
+    build_classifier(cfg, WarpConfig())
+    assert "no native bf16" in caplog.text
+    caplog.clear()
+    monkeypatch.setattr(cpu, "bf16_supported", lambda: True)
+    build_classifier(cfg, WarpConfig())
+    assert "no native bf16" not in caplog.text

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from detector import cpu
 from detector.classifier import RegionClassifier
 from detector.googlenet import GoogLeNet
 from detector.weights import BVLC_PREPROCESS
@@ -197,14 +198,14 @@ def test_torch_int8_agrees_with_fp32_on_real_regions(bvlc_weights, shared_data):
 def test_a_cpu_without_vnni_is_warned_about_8_bit_weights_and_gets_7(monkeypatch, caplog, tmp_path):
     from detector.backends import int8_weight_bits
 
-    monkeypatch.setattr(quantized, "cpu_has_vnni", lambda: False)
+    monkeypatch.setattr(cpu, "cpu_has_vnni", lambda: False)
     quantized.torch_int8_members([_member()], _batches(1), None, weight_bits=8)
     assert "no VNNI" in caplog.text
     caplog.clear()
     assert int8_weight_bits(0) == 7 and int8_weight_bits(8) == 8  # the default (0): this CPU's choice
     [q] = quantized.torch_int8_members([_member()], _batches(1), None)  # 0, the default: this CPU's choice
     assert "no VNNI" not in caplog.text and "7-bit weights" in q.source
-    monkeypatch.setattr(quantized, "cpu_has_vnni", lambda: True)
+    monkeypatch.setattr(cpu, "cpu_has_vnni", lambda: True)
     assert int8_weight_bits(0) == 8
     quantized.torch_int8_members([_member()], _batches(1), None, weight_bits=8)
     assert "no VNNI" not in caplog.text
@@ -247,7 +248,7 @@ def test_seven_bit_weights_cannot_saturate_the_16_bit_pair_sums():
         with torch.inference_mode():
             out[bits] = q(torch.from_numpy(x))
     np.testing.assert_allclose(out[7].numpy(), 640.0, rtol=0.01)
-    if quantized.cpu_has_vnni() is False:
+    if cpu.cpu_has_vnni() is False:
         assert float(out[8].max()) < 0.6 * 640  # the saturation 7-bit weights avoid
-    elif quantized.cpu_has_vnni():
+    elif cpu.cpu_has_vnni():
         np.testing.assert_allclose(out[8].numpy(), 640.0, rtol=0.01)

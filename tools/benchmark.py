@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from detector import cpu
 from detector.bench import (bench_batch_sizes, bench_end_to_end, bench_folder, bench_folder_workers, bench_memory,
                              bench_selective_search, compiled_ensemble, peak_rss_mb, replicated_ensemble)
 from detector.ceiling import ceilings, conv_rates, count_macs, floor_seconds
@@ -231,6 +232,8 @@ def print_ceiling(res: dict, batch: int) -> None:
 
 def print_table(res: dict, image_name: str, batch: int, extra: dict) -> None:
     """The figures as one markdown table (the README pastes it)."""
+    machine = res.get("cpu") or cpu.describe()  # the CPU the figures were measured on
+    print(f"CPU: {machine['model']}, {machine['cpus']} CPUs, flags {', '.join(machine['flags'] or ['unknown'])}")
     print(f"| measurement ({image_name}, {torch.get_num_threads()} threads) | regions/s |")
     print("|---|---|")
     for name, v in res["warp_regions_per_s"].items():
@@ -241,7 +244,8 @@ def print_table(res: dict, image_name: str, batch: int, extra: dict) -> None:
     print(f"| warp + classify, batch {batch}, fp32 channels-last | {c['batch']['regions_per_s']:.1f} "
           f"({c['speedup_vs_naive']:.2f}x naive) |")
     if "batch_bf16" in c:
-        print(f"| warp + classify, batch {batch}, bf16 autocast channels-last | "
+        emulated = "" if machine["native_bf16"] else " (no native bf16 on this CPU: emulated)"
+        print(f"| warp + classify, batch {batch}, bf16 autocast channels-last{emulated} | "
               f"{c['batch_bf16']['regions_per_s']:.1f} ({c['speedup_bf16_vs_naive']:.2f}x naive) |")
     labels = {"onnx": "ONNX Runtime fp32", "onnx_int8": "ONNX Runtime int8", "compile": "torch.compile fp32",
               "onnx_int8_1thread": "ONNX Runtime int8, 1 thread",
@@ -252,6 +256,9 @@ def print_table(res: dict, image_name: str, batch: int, extra: dict) -> None:
               "onnx_graph_lrn": "ONNX Runtime fp32, LRN as graph operators",
               "onnx_int8_graph_lrn": "ONNX Runtime int8, LRN as graph operators",
               "torch_int8": "torch int8 (oneDNN, fused uint8 LRN)"}
+    if res.get("int8_weight_bits"):
+        for k in ("onnx_int8", "onnx_int8_1thread", "onnx_int8_graph_lrn", "torch_int8"):
+            labels[k] += f", {res['int8_weight_bits']}-bit weights"
     if "onnx" in extra and "Winograd" in getattr(extra["onnx"].members[0], "source", ""):
         labels["onnx"] += ", conv2 in torch (Winograd)"
     for be in extra:
@@ -324,7 +331,10 @@ def main(argv: list[str] | None = None) -> int:
     sel = boxes[:args.regions]
     res: dict = {"image": image_name, "image_size": list(image.shape[:2]), "num_boxes": len(boxes),
                  "boxes": "random" if args.random_boxes else "proposals",
-                 "threads": torch.get_num_threads(), "load_start": load_start}
+                 "threads": torch.get_num_threads(), "load_start": load_start, "cpu": cpu.describe()}
+    log.info("CPU: %s", json.dumps(res["cpu"]))
+    from detector.backends import int8_weight_bits
+    res["int8_weight_bits"] = int8_weight_bits(cfg.model.int8_weight_bits)  # 7 on CPUs without VNNI
     res["warp_regions_per_s"] = bench_warp(img, sel, cfg.warp, batch)
     # the same classifier with its LRNs as torch operators (before the fused kernel), side by side
     extra = {"eager_torch_lrn": Ensemble([copy.deepcopy(m) for m in ens.members], batch_size=batch,
