@@ -427,8 +427,8 @@ def build_classifier(cfg: ModelConfig, warp_cfg: WarpConfig | None = None,
         torch.set_num_threads(cfg.threads)
     if cfg.backend == "bf16" and not cpu.bf16_supported():
         log.warning("model.backend=bf16: this CPU (%s) has no native bf16 dot products (AVX512-BF16 or AMX), so "
-                    "autocast emulates them and is slower than fp32 here; model.backend=eager or onnx is faster",
-                    cpu.cpu_model())
+                    "autocast emulates them, far slower than fp32 (9x on an AVX2 EPYC: README \"Speed\"); "
+                    "model.backend=eager or onnx is faster", cpu.cpu_model())
     members = ([load_checkpoint_member(c, warp_cfg) for c in cfg.checkpoints] if cfg.checkpoints
                else [embedded_member(cfg, meta_det)])
     if cfg.backend.startswith("onnx"):
