@@ -1,7 +1,7 @@
 """What this CPU can do fast: the instruction-set features the backends' choices depend on.
 
-The figures in the README were measured on two 2-core machines: an Intel-era CPU with AVX512-VNNI and
-AVX512-BF16, and an AMD EPYC (Zen 3) with AVX2 only. What changes between them:
+The figures in the README were measured on two 2-core machines: earlier sessions' AMD EPYC with AVX512-VNNI
+and AVX512-BF16, and this session's AMD EPYC (family 25 model 1, Zen 3) with AVX2 only. What changes between them:
 
 * int8 (``onnx_int8``, ``torch_int8``): without VNNI the int8 products are summed pairwise in saturating 16
   bits, so the weights are quantised to 7 bits there (:func:`detector.backends.int8_weight_bits`);

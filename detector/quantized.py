@@ -1,9 +1,11 @@
 """``torch_int8``: region classifiers statically quantised to int8 by PyTorch (FX graph mode, oneDNN).
 
-Why a second int8 backend beside ONNX Runtime's (:mod:`detector.backends`): on this machine (AMD EPYC,
-AVX512-VNNI) oneDNN's int8 convolutions run GoogLeNet's own layers at ~400 GMAC/s, about 90% of what they
-reach on large regular shapes, where ONNX Runtime's int8 classifier as a whole reaches ~60% of its own
-ceiling (README "Speed": the ceiling rows, the profile and the paired comparison of the two backends). Same recipe as ``onnx_int8``'s default (:data:`RECIPE`): the trunk
+Why a second int8 backend beside ONNX Runtime's (:mod:`detector.backends`): on the earlier sessions' machine
+(AMD EPYC with AVX512-VNNI) oneDNN's int8 convolutions run GoogLeNet's own layers at ~400 GMAC/s, about 90% of
+what they reach on large regular shapes, where ONNX Runtime's int8 classifier as a whole reaches ~60% of its own
+ceiling (README "Speed": the ceiling rows, the profile and the paired comparison of the two backends); on an
+AVX2-only EPYC without VNNI both are about half as fast, torch_int8 still ahead (98.8 vs 86.7 regions/s, run F).
+Same recipe as ``onnx_int8``'s default (:data:`RECIPE`): the trunk
 int8 (convolutions with their ReLUs, max pooling, concatenations), weights per output channel (symmetric
 int8; 7-bit on CPUs without VNNI, ``weight_bits``, as ``onnx_int8``: :data:`detector.backends.INT8_RECIPE`),
 activations per tensor (uint8, min/max over real warped calibration regions); the global average pool, the final

@@ -1,13 +1,13 @@
-"""detector/cpu.py: the CPU features read from /proc/cpuinfo, on two real machines' lines and on none."""
+"""detector/cpu.py: the CPU features read from /proc/cpuinfo, for two kinds of CPU and for none."""
 from detector import cpu
 
-# abridged from the two machines the README's figures come from
+# abridged /proc/cpuinfo lines: this session's AVX2-only EPYC, and a CPU with AVX512-VNNI, -BF16 and AMX
 AMD = """processor\t: 0
 vendor_id\t: AuthenticAMD
 model name\t: AMD EPYC
 flags\t\t: fpu sse sse2 ssse3 fma sse4_1 avx avx2 bmi2 sha_ni vaes vpclmulqdq
 """
-INTEL = """processor\t: 0
+AVX512 = """processor\t: 0
 model name\t: Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz
 flags\t\t: fpu sse avx avx2 fma avx512f avx512_vnni avx512_bf16 amx_bf16 amx_int8
 """
@@ -28,7 +28,7 @@ def test_an_avx2_cpu_has_neither_vnni_nor_bf16(monkeypatch):
 
 
 def test_a_vnni_bf16_cpu(monkeypatch):
-    _with(monkeypatch, INTEL)
+    _with(monkeypatch, AVX512)
     assert cpu.cpu_has_vnni() is True and cpu.bf16_supported() is True
     assert cpu.describe()["flags"] == ["avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8"]
 
