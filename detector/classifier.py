@@ -433,9 +433,11 @@ def build_classifier(cfg: ModelConfig, warp_cfg: WarpConfig | None = None,
                else [embedded_member(cfg, meta_det)])
     if cfg.backend.startswith("onnx"):
         from .backends import convert_members, int8_recipe
-        members = convert_members(members, cfg.backend, warp_cfg, cfg.threads,
-                                  recipe=int8_recipe(cfg.int8_lrn_sums, cfg.int8_calibration, cfg.int8_weight_bits),
-                                  lrn=cfg.onnx_lrn, winograd=cfg.winograd)
+        recipe = int8_recipe(cfg.int8_lrn_sums, cfg.int8_calibration, cfg.int8_weight_bits)
+        if cfg.backend == "onnx_int8":
+            log.info("onnx_int8 recipe: %s", recipe)
+        members = convert_members(members, cfg.backend, warp_cfg, cfg.threads, recipe=recipe, lrn=cfg.onnx_lrn,
+                                  winograd=cfg.winograd)
     elif cfg.backend == "torch_int8":
         from .quantized import convert_members_int8
         members = convert_members_int8(members, warp_cfg, cfg.int8_lrn_sums, cfg.int8_calibration,
@@ -446,4 +448,6 @@ def build_classifier(cfg: ModelConfig, warp_cfg: WarpConfig | None = None,
     log.info("region classifier: %d member(s), %d classes, batch %d, %d thread(s), channels_last=%s, %s",
              len(members), ens.num_classes, ens.batch_size, torch.get_num_threads(), cfg.channels_last,
              cfg.backend)
+    machine = cpu.describe()  # the speed (and, for int8, the weight width) depends on it: README "Speed"
+    log.info("CPU: %s, %s CPUs, flags %s", machine["model"], machine["cpus"], ", ".join(machine["flags"] or ["unknown"]))
     return ens
