@@ -30,8 +30,8 @@ from . import cpu
 from .cli import UserError
 from .cpu import bf16_supported  # noqa: F401 - re-exported (was defined here)
 
-__all__ = ["OrtMember", "export_onnx", "quantize_int8", "onnx_members", "state_digest", "bf16_supported", "int8_recipe", "int8_weight_bits",
-           "CalibrationSet", "session_options", "lrn_specs", "split_at_lrns", "open_segments", "run_lrn", "LRN_MODES",
+__all__ = ["OrtMember", "export_onnx", "quantize_int8", "onnx_members", "state_digest", "bf16_supported", "int8_recipe",
+           "int8_weight_bits", "CalibrationSet", "session_options", "lrn_specs", "split_at_lrns", "open_segments", "run_lrn", "LRN_MODES",
            "EXPORT_ATOL", "hash_calibration"]
 
 log = logging.getLogger(__name__)

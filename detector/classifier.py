@@ -448,6 +448,5 @@ def build_classifier(cfg: ModelConfig, warp_cfg: WarpConfig | None = None,
     log.info("region classifier: %d member(s), %d classes, batch %d, %d thread(s), channels_last=%s, %s",
              len(members), ens.num_classes, ens.batch_size, torch.get_num_threads(), cfg.channels_last,
              cfg.backend)
-    machine = cpu.describe()  # the speed (and, for int8, the weight width) depends on it: README "Speed"
-    log.info("CPU: %s, %s CPUs, flags %s", machine["model"], machine["cpus"], ", ".join(machine["flags"] or ["unknown"]))
+    log.info("CPU: %s", cpu.summary())  # the speed (and, for int8, the weight width) depends on it: README "Speed"
     return ens

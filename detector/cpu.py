@@ -13,10 +13,11 @@ Read from ``/proc/cpuinfo`` (Linux); elsewhere the answers are None / unknown.
 from __future__ import annotations
 
 import functools
+import os
 import platform
 from pathlib import Path
 
-__all__ = ["cpu_flags", "cpu_model", "cpu_has_vnni", "bf16_supported", "describe"]
+__all__ = ["cpu_flags", "cpu_model", "cpu_has_vnni", "bf16_supported", "describe", "summary"]
 
 # the flags the README's figures depend on, in the order describe() lists them
 KEY_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
@@ -62,9 +63,14 @@ def bf16_supported() -> bool:
 
 def describe() -> dict:
     """Model name, core count and the key flags present, for benchmark reports (JSON-able)."""
-    import os
-
     flags = cpu_flags()
     return {"model": cpu_model(), "cpus": os.cpu_count(),
             "flags": None if flags is None else [f for f in KEY_FLAGS if f in flags],
             "vnni": cpu_has_vnni(), "native_bf16": bf16_supported()}
+
+
+def summary(machine: dict | None = None) -> str:
+    """One line for logs and tables: ``machine`` (a :func:`describe` result, e.g. from a saved benchmark; default
+    this CPU) as "model, N CPUs, flags a, b"."""
+    machine = machine or describe()
+    return f"{machine['model']}, {machine['cpus']} CPUs, flags {', '.join(machine['flags'] or ['unknown'])}"

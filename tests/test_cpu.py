@@ -25,6 +25,7 @@ def test_an_avx2_cpu_has_neither_vnni_nor_bf16(monkeypatch):
     assert cpu.cpu_has_vnni() is False and cpu.bf16_supported() is False
     d = cpu.describe()
     assert d["flags"] == ["avx2", "fma"] and d["vnni"] is False and d["native_bf16"] is False
+    assert cpu.summary() == "AMD EPYC, %d CPUs, flags avx2, fma" % d["cpus"]
 
 
 def test_a_vnni_bf16_cpu(monkeypatch):

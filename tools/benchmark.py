@@ -233,7 +233,7 @@ def print_ceiling(res: dict, batch: int) -> None:
 def print_table(res: dict, image_name: str, batch: int, extra: dict) -> None:
     """The figures as one markdown table (the README pastes it)."""
     machine = res.get("cpu") or cpu.describe()  # the CPU the figures were measured on
-    print(f"CPU: {machine['model']}, {machine['cpus']} CPUs, flags {', '.join(machine['flags'] or ['unknown'])}")
+    print(f"CPU: {cpu.summary(machine)}")
     print(f"| measurement ({image_name}, {torch.get_num_threads()} threads) | regions/s |")
     print("|---|---|")
     for name, v in res["warp_regions_per_s"].items():
