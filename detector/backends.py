@@ -45,7 +45,7 @@ CALIBRATION_VERSION = 1  # CalibrationSet.key: raise when the calibration region
 # the head fp32). ``lrn_sums``: "fp32" (the default) keeps the LRNs' squares and channel-window sums in fp32
 # (x^2 needs more than 8 bits), "int8" quantises them too (less exact; 1.7x faster with export 3, no
 # consistent gain with export 4); ``calibration``: "minmax" (default) or "percentile" (each activation's ``percentile``; ORT keeps every
-# calibration activation in memory for it: ~16 GiB for 256 regions at 224x224). Measured choices are in
+# calibration activation in memory for it: a 17 GiB peak for 256 regions at 224x224). Measured choices are in
 # quantize_int8 and the README "Speed" section.
 # ``weight_bits``: 8, or 7 on CPUs without VNNI (:func:`int8_weight_bits`). There the int8 convolutions
 # (ONNX Runtime's MLAS and oneDNN alike) multiply uint8 activations by int8 weights with VPMADDUBSW, which adds

@@ -100,7 +100,7 @@ class ModelConfig:
     # torch_int8 has the defaults' recipe only):
     # the LRNs' squares and window sums in fp32 (accurate, the default) or int8 (faster, lost up to 1 mAP point)
     int8_lrn_sums: str = "fp32"
-    int8_calibration: str = "minmax"  # minmax | percentile (99.999th; ~16 GiB while calibrating at 224x224)
+    int8_calibration: str = "minmax"  # minmax | percentile (99.999th; a 17 GiB peak while calibrating at 224x224)
     # onnx_int8 and torch_int8: 8-bit or 7-bit weights; 0 = this CPU's choice, 7 where it has no VNNI (its int8
     # products are summed in saturating 16 bits; 7-bit weights cannot overflow them: detector/backends.py
     # INT8_RECIPE), else 8
