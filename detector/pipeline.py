@@ -24,7 +24,7 @@ from proposals.cache import (WHOLE_IMAGE, Proposer, init_worker, make_proposer, 
 
 from .boxes import as_boxes, batched_nms, clip_boxes, load_nms, valid_mask
 from .classifier import Ensemble
-from .config import DetectConfig, ProposalConfig, WarpConfig
+from .config import ConfigError, DetectConfig, ProposalConfig, WarpConfig
 from .structures import Detections
 from .warp import prepare_image
 
@@ -85,6 +85,9 @@ class Detector:
         self.classifier = classifier
         self.warp_cfg = warp_cfg
         self.detect_cfg = detect_cfg
+        if detect_cfg.max_proposals < 0:
+            raise ConfigError(f"detect.max_proposals must be 0 (all) or a positive count, "
+                              f"not {detect_cfg.max_proposals}")
         self.last_timings = StageTimings()
         load_nms()  # torchvision's import, paid here and not in the first image's "nms" time
 
@@ -121,6 +124,11 @@ class Detector:
             boxes = clip_boxes(as_boxes(proposals), w, h)
             boxes = boxes[valid_mask(boxes)]
         t.proposals_s = time.perf_counter() - t0
+        cap = self.detect_cfg.max_proposals
+        if 0 < cap < len(boxes):
+            log.debug("%s: classifying the first %d of %d proposals (detect.max_proposals)", name or "image", cap,
+                      len(boxes))
+            boxes = boxes[:cap]
         t.num_proposals = len(boxes)
         if len(boxes) == 0:
             log.warning("%s: no proposals, no detections", name or "image")

@@ -89,6 +89,31 @@ def test_end_to_end_finds_the_red_square():
     assert np.all(np.diff(d.scores) <= 0)
 
 
+def test_max_proposals_classifies_the_first_n():
+    """``detect.max_proposals``: only the first N proposals (the proposer's best-ranked) are classified, from
+    the proposer and from precomputed proposals alike; the green patch, 4th in the list, is not found with 3."""
+    img = np.zeros((64, 64, 3), np.uint8)
+    img[16:48, 16:48] = (250, 0, 0)
+    img[50:60, 2:12] = (0, 200, 0)
+    proposals = np.array([[16, 16, 48, 48], [20, 20, 52, 52], [0, 0, 64, 64], [2, 50, 12, 60]], np.float32)
+    seen = []
+    ens = colour_ensemble(batch_size=3)
+    classify = ens.classify_regions
+    ens.classify_regions = lambda img_, boxes, warp: seen.append(len(boxes)) or classify(img_, boxes, warp)
+    warp = WarpConfig(size=16, context_pad=2)
+    full = Detector(lambda im, name=None: proposals, ens, warp, DetectConfig(score_threshold=0.5)).detect(img)
+    det = Detector(lambda im, name=None: proposals, ens, warp, DetectConfig(score_threshold=0.5, max_proposals=3))
+    capped = det.detect(img)
+    again = det.detect(img, proposals=proposals)
+    assert seen == [4, 3, 3] and det.last_timings.num_proposals == 3
+    assert 1 in full.labels.tolist() and 1 not in capped.labels.tolist()
+    for d in (capped, again):
+        np.testing.assert_array_equal(d.boxes, full.boxes[full.labels == 0])
+        np.testing.assert_allclose(d.scores, full.scores[full.labels == 0])
+    with pytest.raises(ValueError, match="max_proposals"):
+        Detector(lambda im, name=None: proposals, ens, warp, DetectConfig(max_proposals=-1))
+
+
 def test_whole_image_proposer():
     np.testing.assert_array_equal(whole_image_proposer(np.zeros((7, 9, 3), np.uint8)), [[0, 0, 9, 7]])
 

@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", help="YAML config (proposals and detect sections are used)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     ap.add_argument("--proposal-cache", type=Path, default=Path("out/cache/proposals"))
-    ap.add_argument("--max-proposals", type=int, default=0, help="keep the first N proposals per image (0: all)")
+    ap.add_argument("--max-proposals", type=int, default=None,
+                    help="keep the first N proposals per image (0: all; default: the config's detect.max_proposals)")
     ap.add_argument("--workers", type=int, default=1, help="processes for missing proposals")
     ap.add_argument("--metric", default="voc", help="evaluation metric (detector.evaluation): voc | voc07 | coco")
     ap.add_argument("--batch-size", type=int, default=32)
@@ -118,7 +119,10 @@ def _classify(args, cfg, dataset, members, warp, names):
     from detector.training.data import split_proposals
     from detector.training.split_eval import classify_split
 
-    proposals = split_proposals(dataset, cfg.proposals, args.proposal_cache, args.workers, args.max_proposals)
+    cap = cfg.detect.max_proposals if args.max_proposals is None else args.max_proposals
+    if cap < 0:
+        raise UserError(f"--max-proposals / detect.max_proposals must be 0 (all) or a positive count, not {cap}")
+    proposals = split_proposals(dataset, cfg.proposals, args.proposal_cache, args.workers, cap)
     total = int(sum(len(p) for p in proposals))
     log.info("classifying %d regions of %d images with %d network(s), warp %s", total, len(dataset),
              len(members), config_to_dict(warp))
