@@ -85,7 +85,7 @@ class Detector:
         self.classifier = classifier
         self.warp_cfg = warp_cfg
         self.detect_cfg = detect_cfg
-        if detect_cfg.max_proposals < 0:
+        if detect_cfg is not None and detect_cfg.max_proposals < 0:
             raise ConfigError(f"detect.max_proposals must be 0 (all) or a positive count, "
                               f"not {detect_cfg.max_proposals}")
         self.last_timings = StageTimings()
