@@ -115,7 +115,8 @@ class DetectConfig:
     nms_threshold: float = 0.3  # R-CNN per-class NMS
     score_threshold: float = 0.05
     max_per_image: int = 100  # ILSVRC: at most 100 detections per image
-    # Classify only the first N proposals per image (0: all, the paper). Not the paper's method: a speed knob.
+    # Classify only the first N proposals per image; 0 (the default) classifies all, as the paper does. N > 0 is
+    # a speed knob that departs from the paper.
     # The order is the proposer's (MultiBox boxes by score, then Selective Search's by OpenCV's randomised
     # hierarchical rank), so the kept boxes are the best-ranked; README "Speed" has the measured mAP cost.
     max_proposals: int = 0
