@@ -121,6 +121,10 @@ class DetectConfig:
     # hierarchical rank), so the kept boxes are the best-ranked; README "Speed" has the measured mAP cost.
     max_proposals: int = 0
 
+    def __post_init__(self) -> None:  # checked once here, for detect.py, detect_split.py and the Detector alike
+        if self.max_proposals < 0:
+            raise ConfigError(f"detect.max_proposals must be 0 (all) or a positive count, not {self.max_proposals}")
+
 
 @dataclass
 class TrainConfig:

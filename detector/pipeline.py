@@ -24,7 +24,7 @@ from proposals.cache import (WHOLE_IMAGE, Proposer, init_worker, make_proposer, 
 
 from .boxes import as_boxes, batched_nms, clip_boxes, load_nms, valid_mask
 from .classifier import Ensemble
-from .config import ConfigError, DetectConfig, ProposalConfig, WarpConfig
+from .config import DetectConfig, ProposalConfig, WarpConfig
 from .structures import Detections
 from .warp import prepare_image
 
@@ -85,9 +85,6 @@ class Detector:
         self.classifier = classifier
         self.warp_cfg = warp_cfg
         self.detect_cfg = detect_cfg
-        if detect_cfg is not None and detect_cfg.max_proposals < 0:
-            raise ConfigError(f"detect.max_proposals must be 0 (all) or a positive count, "
-                              f"not {detect_cfg.max_proposals}")
         self.last_timings = StageTimings()
         load_nms()  # torchvision's import, paid here and not in the first image's "nms" time
 

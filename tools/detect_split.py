@@ -14,6 +14,7 @@ proposal cache (computed when missing); the warp is the one the checkpoints were
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -119,10 +120,9 @@ def _classify(args, cfg, dataset, members, warp, names):
     from detector.training.data import split_proposals
     from detector.training.split_eval import classify_split
 
-    cap = cfg.detect.max_proposals if args.max_proposals is None else args.max_proposals
-    if cap < 0:
-        raise UserError(f"--max-proposals / detect.max_proposals must be 0 (all) or a positive count, not {cap}")
-    proposals = split_proposals(dataset, cfg.proposals, args.proposal_cache, args.workers, cap)
+    if args.max_proposals is not None:  # the flag overrides the config (and is checked as it is)
+        cfg.detect = dataclasses.replace(cfg.detect, max_proposals=args.max_proposals)
+    proposals = split_proposals(dataset, cfg.proposals, args.proposal_cache, args.workers, cfg.detect.max_proposals)
     total = int(sum(len(p) for p in proposals))
     log.info("classifying %d regions of %d images with %d network(s), warp %s", total, len(dataset),
              len(members), config_to_dict(warp))
