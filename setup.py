@@ -30,5 +30,7 @@ setup(
     extras_require={
         "test": ["pytest>=7.0"],
         "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
+        # model.backend=mnn: the onnx backend's graph with its inception blocks run by MNN (detector/backends.py)
+        "mnn": ["onnx>=1.15", "onnxruntime>=1.17", "MNN>=3.0"],
     },
 )

@@ -40,14 +40,15 @@ __all__ = ["ChannelLRN", "fast_lrn", "plain_lrn", "prepare_inference", "RegionCl
 
 log = logging.getLogger(__name__)
 
-# onnx*: detector/backends.py (pip install .[onnx]); torch_int8: detector/quantized.py (torch only)
-BACKENDS = ("eager", "bf16", "onnx", "onnx_int8", "torch_int8")
+# onnx*, mnn: detector/backends.py (pip install .[onnx], .[mnn]); torch_int8: detector/quantized.py (torch only)
+BACKENDS = ("eager", "bf16", "onnx", "onnx_int8", "torch_int8", "mnn")
 # model.batch_size 0: each backend's batch from tools/benchmark.py's sweeps on this 2-core machine (README
 # "Speed"): eager and bf16 were fastest at 8 in four of five sweeps (16 once); ONNX Runtime int8 with the
 # fused LRN kernel was faster at 16 than at 8 in all three sweeps (149.0 / 138.1 / 144.9 vs 129.9 / 132.7 /
 # 130.1; 32 was best twice, by 1-14%, at twice the memory); ONNX Runtime fp32 at 16 in three of four sweeps
 # (within 10% either way). 64 was always slower. torch int8 (oneDNN): 16 in its first sweep (README "Speed").
-BEST_BATCH = {"eager": 8, "bf16": 8, "onnx": 16, "onnx_int8": 16, "torch_int8": 16}
+# mnn: 8 (63.5 regions/s against 59.5 at 4 and 59.0 at 16, one paired run; README "Speed").
+BEST_BATCH = {"eager": 8, "bf16": 8, "onnx": 16, "onnx_int8": 16, "torch_int8": 16, "mnn": 8}
 
 
 def batch_size_for(backend: str, batch_size: int = 0) -> int:
@@ -431,7 +432,7 @@ def build_classifier(cfg: ModelConfig, warp_cfg: WarpConfig | None = None,
                     "model.backend=eager or onnx is faster", cpu.cpu_model())
     members = ([load_checkpoint_member(c, warp_cfg) for c in cfg.checkpoints] if cfg.checkpoints
                else [embedded_member(cfg, meta_det)])
-    if cfg.backend.startswith("onnx"):
+    if cfg.backend.startswith("onnx") or cfg.backend == "mnn":
         from .backends import convert_members, int8_recipe
         recipe = int8_recipe(cfg.int8_lrn_sums, cfg.int8_calibration, cfg.int8_weight_bits)
         if cfg.backend == "onnx_int8":

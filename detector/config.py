@@ -78,13 +78,15 @@ class ModelConfig:
     backbone: str = "bvlc"  # bvlc (the paper's network, BVLC weights) | torchvision (BatchNorm port)
     weights: Optional[str] = None  # ImageNet weights file; None -> $GOOGLENET_WEIGHTS -> user cache dir
     checkpoints: list[str] = field(default_factory=list)  # trained classifiers; several = ensemble
-    # regions per forward; 0 = the backend's own (detector/classifier.py BEST_BATCH: 8 for eager and bf16,
+    # regions per forward; 0 = the backend's own (detector/classifier.py BEST_BATCH: 8 for eager, bf16 and mnn,
     # 16 for ONNX Runtime, the fastest in this machine's sweeps: tools/benchmark.py --batch-sizes, README
     # "Speed"); larger batches only add memory
     batch_size: int = 0
     threads: int = 0  # 0 = torch's default
     channels_last: bool = True
-    backend: str = "eager"  # eager | bf16 | onnx | onnx_int8 | torch_int8 (detector/quantized.py)
+    # eager | bf16 | onnx | onnx_int8 | torch_int8 (detector/quantized.py) | mnn (onnx's fp32 graph with the
+    # inception blocks in MNN: pip install -e '.[mnn]'; detector/backends.py MnnSegment)
+    backend: str = "eager"
     # eager fp32 inference: GoogLeNet's LRNs by the fused numba kernel (true) or torch operators (false);
     # same numbers (detector/classifier.py ChannelLRN)
     lrn_kernel: bool = True
@@ -92,8 +94,8 @@ class ModelConfig:
     # numba kernel (true; the same numbers) or torch's own modules (false) (detector/fast_eager.py)
     eager_kernels: bool = True
     # Winograd F(4x4, 3x3) for 3x3 convolutions: fewer multiplications, fp32 rounding differs from the direct
-    # convolution (probabilities by ~1e-6). eager (with eager_kernels): those on maps >= 14 pixels; onnx (fp32,
-    # onnx_lrn=fused): the graph segment between the two LRNs (conv2_reduce, conv2) runs in torch with it
+    # convolution (probabilities by ~1e-6). eager (with eager_kernels): those on maps >= 14 pixels; onnx and mnn
+    # (fp32, onnx_lrn=fused): the graph segment between the two LRNs (conv2_reduce, conv2) runs in torch with it
     # (detector/backends.py TorchConvSegment)
     winograd: bool = True
     # onnx_int8 only (detector/backends.py INT8_RECIPE; README "Speed" has the measured speed and mAP;
@@ -106,7 +108,8 @@ class ModelConfig:
     # INT8_RECIPE), else 8
     int8_weight_bits: int = 0
     # onnx and onnx_int8: the LRNs as one fused kernel each between graph segments (fused; needs numba, in the
-    # dependencies) or as the graph's own operators (graph); same numbers (detector/backends.py OrtMember)
+    # dependencies) or as the graph's own operators (graph); same numbers (detector/backends.py OrtMember).
+    # mnn needs fused
     onnx_lrn: str = "fused"
 
 

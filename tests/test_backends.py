@@ -344,3 +344,76 @@ def test_onnx_int8_seven_bit_weights_cannot_saturate(tmp_path):
         assert float(out[8].max()) < 0.6 * 640
     elif cpu_has_vnni():
         np.testing.assert_allclose(out[8], 640.0, rtol=0.01)
+
+
+def test_mnn_runs_the_last_segment_with_the_same_numbers(tmp_path, capfd):
+    """model.backend=mnn: the fp32 graph's segment after the second LRN runs in MNN, converted once into the
+    cache (a second member loads it, converts nothing), with ONNX Runtime's probabilities to fp32 rounding and
+    torch's within the export tolerance; other batch sizes, pickling (image workers); MNN's own printing does
+    not reach the tools' output."""
+    pytest.importorskip("MNN")
+    pytest.importorskip("numba")
+    import pickle
+
+    from detector.backends import MnnSegment
+
+    m = _member()
+    g = torch.Generator().manual_seed(7)
+    x = torch.rand(5, 3, 64, 64, generator=g) * 255 - 120
+    with torch.no_grad():
+        ref = m(x).numpy()
+    [plain] = onnx_members([m], "onnx", tmp_path, size=64, winograd=True)
+    capfd.readouterr()
+    [mnn] = onnx_members([m], "mnn", tmp_path, size=64, winograd=True)
+    assert capfd.readouterr().out == ""
+    kinds = [type(s).__name__ for s in mnn.sessions]
+    assert kinds == ["InferenceSession", "TorchConvSegment", "MnnSegment"] and "inception blocks in MNN" in mnn.source
+    [cached] = list(tmp_path.glob("mnn_*.mnn"))
+    a, b = plain(x).numpy(), mnn(x).numpy()
+    assert np.abs(a - b).max() < 1e-5 and (a.argmax(1) == b.argmax(1)).all()
+    np.testing.assert_allclose(b, ref, atol=1e-4)
+    np.testing.assert_allclose(mnn(x[:2]).numpy(), b[:2], atol=1e-6)  # another batch shape, then the first
+    np.testing.assert_allclose(mnn(x).numpy(), b, atol=1e-6)
+    stamp = cached.stat().st_mtime_ns
+    [again] = onnx_members([m], "mnn", tmp_path, size=64, winograd=True)
+    assert list(tmp_path.glob("mnn_*.mnn")) == [cached] and cached.stat().st_mtime_ns == stamp
+    np.testing.assert_allclose(again(x).numpy(), b, atol=1e-6)
+    np.testing.assert_allclose(pickle.loads(pickle.dumps(mnn))(x).numpy(), b, atol=1e-6)
+    assert isinstance(again.sessions[-1], MnnSegment)
+
+
+def test_mnn_conversion_is_refused_when_it_differs(tmp_path, monkeypatch):
+    pytest.importorskip("MNN")
+    pytest.importorskip("numba")
+    import detector.backends as b
+
+    m = _member()
+    monkeypatch.setattr(b, "EXPORT_ATOL", -1.0)  # any difference at all is now too much
+    with pytest.raises(RuntimeError, match="differs from torch"):  # the ONNX export itself is checked first
+        onnx_members([m], "mnn", tmp_path, size=64)
+    monkeypatch.setattr(b, "EXPORT_ATOL", 1e-4)
+    onnx_members([m], "onnx", tmp_path, size=64)  # the export is cached now
+    for f in tmp_path.glob("mnn_*"):
+        f.unlink()
+    monkeypatch.setattr(b, "EXPORT_ATOL", -1.0)
+    with pytest.raises(RuntimeError, match="differs from ONNX Runtime"):
+        onnx_members([m], "mnn", tmp_path, size=64)
+    assert not list(tmp_path.glob("mnn_*")) and not list(tmp_path.glob("*.tmp.*"))
+
+
+def test_mnn_needs_the_fused_lrns(tmp_path):
+    pytest.importorskip("MNN")
+    from detector.cli import UserError
+
+    with pytest.raises(UserError, match="needs model.onnx_lrn=fused"):
+        onnx_members([_member(tiny=True)], "mnn", tmp_path, size=32, lrn="graph")
+
+
+def test_mnn_missing_is_a_clear_error(tmp_path, monkeypatch):
+    import sys
+
+    from detector.cli import UserError
+
+    monkeypatch.setitem(sys.modules, "MNN", None)  # as if not installed
+    with pytest.raises(UserError, match=r"needs MNN: pip install -e '\.\[mnn\]'"):
+        onnx_members([_member(tiny=True)], "mnn", tmp_path, size=32)

@@ -80,6 +80,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-bf16", action="store_true", help="skip the bf16 autocast row")
     ap.add_argument("--onnx", action="store_true",
                     help="add ONNX Runtime fp32 and int8 rows (pip install -e '.[onnx]'; exported on first use)")
+    ap.add_argument("--mnn", action="store_true",
+                    help="add MNN rows (model.backend=mnn: the ONNX fp32 graph with its inception blocks in MNN; "
+                    "pip install -e '.[mnn]')")
     ap.add_argument("--compile", action="store_true", help="add a torch.compile (inductor) row")
     ap.add_argument("--no-torch-int8", action="store_true",
                     help="skip the torch int8 rows (detector/quantized.py; calibrated on first use, ~15 s)")
@@ -91,8 +94,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="images for the folder throughput with vs without overlap (0 = skip)")
     ap.add_argument("--folder-image-workers", type=int, default=2,
                     help="image workers for the folder row of tools/detect.py --image-workers (0 = skip)")
-    ap.add_argument("--e2e-backends", default="eager,onnx,onnx_int8,torch_int8",
-                    help="backends timed end to end (onnx* only with --onnx)")
+    ap.add_argument("--e2e-backends", default="eager,onnx,onnx_int8,torch_int8,mnn",
+                    help="backends timed end to end (onnx* only with --onnx, mnn only with --mnn)")
     ap.add_argument("--no-ceiling", action="store_true",
                     help="skip the ceiling rows (each runtime's rate on large convolutions, the floor it implies)")
     ap.add_argument("--json", help="write the figures here")
@@ -255,7 +258,8 @@ def print_table(res: dict, image_name: str, batch: int, extra: dict) -> None:
               "onnx_no_winograd": "ONNX Runtime fp32, conv2 in ONNX Runtime too (no Winograd)",
               "onnx_graph_lrn": "ONNX Runtime fp32, LRN as graph operators",
               "onnx_int8_graph_lrn": "ONNX Runtime int8, LRN as graph operators",
-              "torch_int8": "torch int8 (oneDNN, fused uint8 LRN)"}
+              "torch_int8": "torch int8 (oneDNN, fused uint8 LRN)",
+              "mnn": "MNN fp32 (inception blocks in MNN; conv1 ONNX Runtime, conv2 torch Winograd)"}
     if res.get("int8_weight_bits"):
         for k in ("onnx_int8", "onnx_int8_1thread", "onnx_int8_graph_lrn", "torch_int8"):
             labels[k] += f", {res['int8_weight_bits']}-bit weights"
@@ -367,6 +371,12 @@ def main(argv: list[str] | None = None) -> int:
                                                                   recipe=recipe, lrn=cfg.model.onnx_lrn),
                                                   batch_size=extra["onnx_int8"].batch_size, channels_last=False,
                                                   backend="onnx_int8")
+    if args.mnn:
+        from detector.backends import convert_members
+        extra["mnn"] = Ensemble(convert_members(ens.members, "mnn", cfg.warp, torch.get_num_threads(),
+                                                winograd=cfg.model.winograd),
+                                batch_size=batch_size_for("mnn", args.batch_size or cfg.model.batch_size),
+                                channels_last=False, backend="mnn")
     if not args.no_torch_int8:
         from detector.quantized import convert_members_int8
         extra["torch_int8"] = Ensemble(convert_members_int8(ens.members, cfg.warp,
@@ -397,7 +407,8 @@ def main(argv: list[str] | None = None) -> int:
         # every new batch shape, about a minute each) and so is the 1-thread row (the same graph)
         sizes = [int(b) for b in args.batch_sizes.split(",")]
         sweeps = [("eager", ens, "eager")] + ([] if args.no_bf16 else [("bf16", ens, "bf16")])
-        sweeps += [(k, extra[k], extra[k].backend) for k in ("onnx", "onnx_int8", "torch_int8") if k in extra]
+        sweeps += [(k, extra[k], extra[k].backend) for k in ("onnx", "onnx_int8", "torch_int8", "mnn")
+                   if k in extra]
         res["batch_sweep"] = {}
         for name, e, be in sweeps:
             keep, e.backend = e.backend, be

@@ -49,9 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--metric", default="voc", help="evaluation metric (detector.evaluation): voc | voc07 | coco")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--backend", default="eager", choices=["eager", "onnx", "onnx_int8", "torch_int8"],
-                    help="region classification backend (detector/backends.py, onnx* need pip install -e '.[onnx]'; "
-                    "torch_int8: detector/quantized.py)")
+    ap.add_argument("--backend", default="eager", choices=["eager", "onnx", "onnx_int8", "torch_int8", "mnn"],
+                    help="region classification backend (detector/backends.py, onnx* need pip install -e '.[onnx]', "
+                    "mnn pip install -e '.[mnn]'; torch_int8: detector/quantized.py)")
     ap.add_argument("--calibrate-on", nargs="+", type=Path, default=[], metavar="IMAGE",
                     help="onnx_int8 and torch_int8: images whose Selective Search regions calibrate the quantisation (use "
                     "training images of the same domain; default: scikit-image's bundled photos)")
