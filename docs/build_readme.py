@@ -7,7 +7,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ORDER = ["evaluation", "proposals", "googlenet", "detect", "training", "multibox", "speed", "status"]
-INSTALL = ("python3 -m venv .venv && .venv/bin/pip install -e '.[test,onnx]' && "
+INSTALL = ("python3 -m venv .venv && .venv/bin/pip install -e '.[test,onnx,mnn]' && "
            "GOOGLENET_WEIGHTS=../shared/weights/bvlc_googlenet/bvlc_googlenet.npz .venv/bin/python tools/detect.py "
            "../shared/data/ilsvrc13_val2_227/Data/ILSVRC2012_val_00000347.JPEG --devkit ../shared/data/ilsvrc2014_devkit "
            "--out out/detect --json out/detect/detections.json")
