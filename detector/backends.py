@@ -356,15 +356,15 @@ class OrtMember:
         # the cv2 sampler's channels-last batch made NCHW by numpy's (one-thread) copy: torch's .contiguous() runs an
         # OpenMP region whose threads then spin for milliseconds beside ONNX Runtime's (README "Speed": +4-12%)
         a = np.ascontiguousarray(x.detach().float().numpy())
-        return torch.from_numpy(run_segments(self.sessions, self.lrns, a, self.threads, self._buffers))
+        return torch.from_numpy(run_segments(self.sessions, self.lrns, a, self.threads, self._buffers,
+                                             self.input_name))
 
 
 def run_segments(sessions: Sequence, lrns: Sequence[dict], a: np.ndarray, threads: int = 0,
-                 buffers: dict | None = None) -> np.ndarray:
-    """The graph of :func:`open_segments` on the batch ``a``: its first session, then each LRN
-    (:func:`run_lrn`) and the session after it."""
-    name = sessions[0].get_inputs()[0].name
-    (a,) = sessions[0].run(None, {name: a})
+                 buffers: dict | None = None, input_name: str | None = None) -> np.ndarray:
+    """The graph of :func:`open_segments` on the batch ``a``: its first session (its input ``input_name``, looked
+    up when None), then each LRN (:func:`run_lrn`) and the session after it."""
+    (a,) = sessions[0].run(None, {input_name or sessions[0].get_inputs()[0].name: a})
     for lrn, sess in zip(lrns, sessions[1:]):
         (a,) = sess.run(None, {lrn["input"]: run_lrn(lrn, a, threads, buffers)})
     return a
