@@ -45,7 +45,9 @@ EXPORT_ATOL = 1e-4
 # Part of the cache keys: bump when the export or the int8 recipe changes, so stale graphs are rebuilt.
 # 2: LRN bands as constants; 3: every export uses ChannelLRN (not torch's LRN ops); 4: ChannelLRN's NHWC form
 EXPORT_VERSION = 4
-MNN_VERSION = 1  # MnnSegment's cache key: raise when the conversion to MNN changes
+# MnnSegment's cache key: raise when the conversion to MNN, or how the converted model is run, changes (so that
+# the conversion check runs again). 2: loaded without MNN's weight rearrangement (MnnSegment.__init__)
+MNN_VERSION = 2
 CALIBRATION_VERSION = 1  # CalibrationSet.key: raise when the calibration regions are made differently
 # The int8 recipe (QDQ, per-channel int8 weights, uint8 activations; the trunk quantised, its global pool and
 # the head fp32). ``lrn_sums``: "fp32" (the default) keeps the LRNs' squares and channel-window sums in fp32
@@ -509,8 +511,15 @@ class MnnSegment:
         config = {"backend": "CPU", "numThread": threads or torch.get_num_threads(), "precision": "high"}
         with _native_output_to_log(f"MNN loading {self.path.name}"):
             manager = mnn.nn.create_runtime_manager((config,))
+            # rearrange=False: with True, MNN prepares every convolution at load time on its global executor's
+            # backend instead of ours, and its 3x3 and 5x5 convolutions then get the small Winograd tiles (the same
+            # as hint WINOGRAD_MEMORY_LEVEL <= 2). Left to our runtime at the first batch shape they get MNN's
+            # largest tiles: the segment 9.8 against 11.2 ms per region at batch 8, the member 65.0 against 60.0
+            # regions/s (AVX2 EPYC, paired; README "Speed"). The price of larger tiles is rounding: probabilities
+            # within 5.6e-5 of ONNX Runtime's and torch's instead of 3e-6, inside EXPORT_ATOL, which the
+            # conversion check (from_onnx) enforces for this loading.
             self.module = mnn.nn.load_module_from_file(str(self.path), [], [], runtime_manager=manager,
-                                                       dynamic=False, shape_mutable=True, rearrange=True)
+                                                       dynamic=False, shape_mutable=True, rearrange=False)
         self._expr = mnn.expr
         self._inputs: dict = {}  # MNN input variables by batch shape (run)
 
