@@ -8,7 +8,7 @@ import torch
 
 pytest.importorskip("onnxruntime")
 
-from detector.backends import OrtMember, export_onnx, onnx_members, quantize_int8  # noqa: E402
+from detector.backends import EXPORT_ATOL, OrtMember, export_onnx, onnx_members, quantize_int8  # noqa: E402
 from detector.classifier import ChannelLRN, RegionClassifier  # noqa: E402
 from detector.googlenet import GoogLeNet  # noqa: E402
 from detector.weights import BVLC_PREPROCESS  # noqa: E402
@@ -348,9 +348,10 @@ def test_onnx_int8_seven_bit_weights_cannot_saturate(tmp_path):
 
 def test_mnn_runs_the_last_segment_with_the_same_numbers(tmp_path, capfd):
     """model.backend=mnn: the fp32 graph's segment after the second LRN runs in MNN, converted once into the
-    cache (a second member loads it, converts nothing), with ONNX Runtime's probabilities to fp32 rounding and
-    torch's within the export tolerance; other batch sizes, pickling (image workers); MNN's own printing does
-    not reach the tools' output."""
+    cache (a second member loads it, converts nothing), with ONNX Runtime's and torch's probabilities within the
+    export tolerance (MNN's own Winograd tiles round differently: up to 6.7e-5 on real images, README "Speed") and
+    the same top class; other batch sizes, pickling (image workers); MNN's own printing does not reach the tools'
+    output."""
     pytest.importorskip("MNN")
     pytest.importorskip("numba")
     import pickle
@@ -370,8 +371,8 @@ def test_mnn_runs_the_last_segment_with_the_same_numbers(tmp_path, capfd):
     assert kinds == ["InferenceSession", "TorchConvSegment", "MnnSegment"] and "inception blocks in MNN" in mnn.source
     [cached] = list(tmp_path.glob("mnn_*.mnn"))
     a, b = plain(x).numpy(), mnn(x).numpy()
-    assert np.abs(a - b).max() < 1e-5 and (a.argmax(1) == b.argmax(1)).all()
-    np.testing.assert_allclose(b, ref, atol=1e-4)
+    assert np.abs(a - b).max() <= EXPORT_ATOL and (a.argmax(1) == b.argmax(1)).all()
+    np.testing.assert_allclose(b, ref, atol=EXPORT_ATOL)
     np.testing.assert_allclose(mnn(x[:2]).numpy(), b[:2], atol=1e-6)  # another batch shape, then the first
     np.testing.assert_allclose(mnn(x).numpy(), b, atol=1e-6)
     stamp = cached.stat().st_mtime_ns
