@@ -495,7 +495,8 @@ class MnnSegment:
     Why MNN for this segment only: on the AVX2 EPYC (README "Speed") MNN ran it at 10.8 ms per region at batch 4
     against ONNX Runtime's 12.8 at its best batch, while conv1 (ONNX Runtime 1.45 against 2.13) and conv2
     (torch's Winograd 2.31 against 3.41) stay where they were faster; the whole member went from 57.7 to 63.5
-    regions/s (batch 8). OpenVINO 2026.4 was measured too and was no faster than ONNX Runtime on any segment.
+    regions/s (batch 8), and to 65.0 against 60.0 (paired) once loaded for MNN's largest Winograd tiles
+    (``__init__``). OpenVINO 2026.4 was measured too and was no faster than ONNX Runtime on any segment.
 
     The ONNX segment is converted with MNN's converter, called directly (``_tools.mnnconvert``): MNN's Python
     wrapper ``MNN.tools.mnnconvert`` would send usage logs to Alibaba's servers and pip-install a logging SDK
