@@ -513,12 +513,12 @@ class MnnSegment:
         with _native_output_to_log(f"MNN loading {self.path.name}"):
             manager = mnn.nn.create_runtime_manager((config,))
             # rearrange=False: with True, MNN prepares every convolution at load time on its global executor's
-            # backend instead of ours, and its 3x3 and 5x5 convolutions then get the small Winograd tiles (the same
-            # as hint WINOGRAD_MEMORY_LEVEL <= 2). Left to our runtime at the first batch shape they get MNN's
-            # largest tiles: the segment 9.8 against 11.2 ms per region at batch 8, the member 65.0 against 60.0
-            # regions/s (AVX2 EPYC, paired; README "Speed"). The price of larger tiles is rounding: probabilities
-            # within 5.6e-5 of ONNX Runtime's and torch's instead of 3e-6, inside EXPORT_ATOL, which the
-            # conversion check (from_onnx) enforces for this loading.
+            # backend instead of ours, and its 3x3 and 5x5 convolutions then get smaller Winograd tiles (the same
+            # outputs as with hint WINOGRAD_MEMORY_LEVEL 1 or 2). Prepared on our runtime when they first run, they
+            # get MNN's largest tiles (level 3, its default): the segment 9.8 against 11.2 ms per region at batch
+            # 8, the member 65.0 against 60.0 regions/s (AVX2 EPYC, paired; README "Speed"). The price of larger
+            # tiles is rounding: probabilities within 6.7e-5 of ONNX Runtime's and torch's on real images instead
+            # of 3e-6, inside EXPORT_ATOL, which the conversion check (from_onnx) enforces for this loading.
             self.module = mnn.nn.load_module_from_file(str(self.path), [], [], runtime_manager=manager,
                                                        dynamic=False, shape_mutable=True, rearrange=False)
         self._expr = mnn.expr
