@@ -102,10 +102,11 @@ def bench_folder(detector: Detector, paths: Sequence[Path], cfg: ProposalConfig,
     ``overlap_workers`` worker processes while the current one is classified (0: one image after another)."""
     t0 = time.perf_counter()
     n = 0
-    for path, image, boxes, err in prefetch_proposals(list(paths), cfg, workers=overlap_workers):
+    in_worker = overlap_workers > 0 and len(paths) > 1  # prefetch_proposals' own rule
+    for path, image, boxes, err, seconds in prefetch_proposals(list(paths), cfg, workers=overlap_workers):
         if err is not None:
             raise err
-        detector.detect(image, path.stem, proposals=boxes)
+        detector.detect(image, path.stem, proposals=boxes, proposals_s=seconds, in_worker=in_worker)
         n += 1
     wall = time.perf_counter() - t0
     log.info("folder of %d images, overlap workers %d: %.1f s (%.2f s/image)", n, overlap_workers, wall, wall / n)

@@ -61,6 +61,7 @@ class StageTimings:
     """Seconds per stage for one image (and the number of proposals)."""
 
     proposals_s: float = 0.0
+    proposals_worker_s: float = 0.0  # the proposer's seconds in a worker process (the overlap): not in total_s
     warp_s: float = 0.0
     classify_s: float = 0.0
     postprocess_s: float = 0.0
@@ -106,13 +107,20 @@ class Detector:
                         name or "image", int((~ok).sum()), len(boxes))
         return boxes[ok]
 
-    def detect(self, image: np.ndarray, name: str | None = None,
-               proposals: np.ndarray | None = None) -> Detections:
+    def detect(self, image: np.ndarray, name: str | None = None, proposals: np.ndarray | None = None,
+               proposals_s: float = 0.0, in_worker: bool = False) -> Detections:
         """RGB uint8 ``[H, W, 3]`` -> :class:`Detections` (xyxy boxes, scores, labels into ``classes``).
 
-        ``proposals``: boxes already computed for this image (e.g. by :func:`prefetch_proposals` in a worker
-        process); they are clipped and filtered like the proposer's own."""
+        ``proposals``: boxes already computed for this image (e.g. by :func:`prefetch_proposals`); they are
+        clipped and filtered like the proposer's own. ``proposals_s``: the seconds computing them took, so that
+        the log and ``last_timings`` report the proposer's time; ``in_worker``: they were spent in a worker
+        process while this one did other work (``proposals_worker_s``, outside ``total_s``)."""
         t = StageTimings()
+        if proposals is not None:
+            if in_worker:
+                t.proposals_worker_s = proposals_s
+            else:
+                t.proposals_s = proposals_s
         t0 = time.perf_counter()
         if proposals is None:
             boxes = self.propose(image, name)                                # 1. proposals
@@ -120,7 +128,7 @@ class Detector:
             h, w = image.shape[:2]
             boxes = clip_boxes(as_boxes(proposals), w, h)
             boxes = boxes[valid_mask(boxes)]
-        t.proposals_s = time.perf_counter() - t0
+        t.proposals_s += time.perf_counter() - t0
         cap = self.detect_cfg.max_proposals
         if 0 < cap < len(boxes):
             log.debug("%s: classifying the first %d of %d proposals (detect.max_proposals)", name or "image", cap,
@@ -140,16 +148,18 @@ class Detector:
                                  self.detect_cfg.score_threshold, self.detect_cfg.max_per_image)
         t.postprocess_s = time.perf_counter() - t1
         self.last_timings = t
-        log.info("%s: %d proposals (%.2f s), warp %.2f s, classify %.2f s (%.0f regions/s), nms %.3f s "
-                 "-> %d detections", name or "image", t.num_proposals, t.proposals_s, t.warp_s,
+        where = f"{t.proposals_worker_s:.2f} s in a worker" if in_worker else f"{t.proposals_s:.2f} s"
+        log.info("%s: %d proposals (%s), warp %.2f s, classify %.2f s (%.0f regions/s), nms %.3f s "
+                 "-> %d detections", name or "image", t.num_proposals, where, t.warp_s,
                  t.classify_s, t.num_proposals / max(t.classify_s, 1e-9), t.postprocess_s, len(dets))
         return dets
 
 
 def prefetch_proposals(paths: Sequence[Path], cfg: ProposalConfig, whole_image: bool = False, workers: int = 1,
                        ahead: int = 2) -> Iterator[tuple[Path, np.ndarray | None, np.ndarray | None,
-                                                          BaseException | None]]:
-    """Yield ``(path, image, proposals, error)`` in order, computing the proposals of the next ``ahead``
+                                                          BaseException | None, float]]:
+    """Yield ``(path, image, proposals, error, seconds)`` in order (``seconds``: the proposer's time, in this
+    process with ``workers=0``, else in a worker), computing the proposals of the next ``ahead``
     images in ``workers`` worker processes while the caller classifies the current one (the pipeline overlap:
     Selective Search on one core, the network on the other). ``workers=0``: everything in this process.
     At most ``ahead`` images are held beyond the current one, so memory stays bounded."""
@@ -219,8 +229,8 @@ def detect_in_workers(paths: Sequence[Path], classifier: Ensemble, cfg, workers:
                                                                          BaseException | None]]:
     """Detect over many images in ``workers`` processes, each a whole :class:`Detector` (its own Selective
     Search, warps and a copy of ``classifier``) with ``threads // workers`` threads (``threads`` 0: all
-    cores), each taking the next image from a shared queue when it is free. Yields ``(path, image, detections, timings, error)`` in the order of
-    ``paths``; ``cfg`` is the whole :class:`~detector.config.Config` (proposals, warp, detect sections).
+    cores), each taking the next image from a shared queue when it is free. Yields ``(path, image, detections,
+    timings, error)`` in the order of ``paths``; ``cfg`` is the whole :class:`~detector.config.Config` (proposals, warp, detect sections).
 
     The other overlap besides :func:`prefetch_proposals`: there one process classifies while a worker runs
     the next image's Selective Search, which is only 5-10% of an image's time here; with image workers every

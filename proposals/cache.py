@@ -155,14 +155,17 @@ def init_worker() -> None:
 
 
 def read_and_propose(job: tuple) -> tuple:
-    """Worker: ``(path, cfg, whole_image)`` -> ``(path, image, proposals, None)``, or ``(path, None, None,
-    error)`` when reading or proposing fails (handed back to the caller, which decides)."""
+    """Worker: ``(path, cfg, whole_image)`` -> ``(path, image, proposals, None, seconds)`` (``seconds``: the
+    proposer's time, reading the image excluded), or ``(path, None, None, error, 0.0)`` when reading or
+    proposing fails (handed back to the caller, which decides)."""
     path, cfg, whole_image = job
     try:
         image = read_image(path)
-        return path, image, make_proposer(cfg, whole_image)(image, Path(path).stem), None
+        t0 = time.perf_counter()
+        boxes = make_proposer(cfg, whole_image)(image, Path(path).stem)
+        return path, image, boxes, None, time.perf_counter() - t0
     except Exception as e:  # noqa: BLE001 - handed back to the caller, which decides
-        return path, None, None, e
+        return path, None, None, e, 0.0
 
 
 def _compute_one(args) -> tuple[str, int, str | None]:

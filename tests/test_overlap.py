@@ -23,13 +23,14 @@ def test_prefetch_in_order_with_errors_and_same_boxes(tmp_path):
     cfg = ProposalConfig(selective_search=SelectiveSearchConfig(resize_width=150, superpixel_scale=1.0))
     got = list(prefetch_proposals(paths, cfg, workers=1, ahead=2))
     assert [g[0] for g in got] == paths
-    path, image, boxes, err = got[2]
-    assert image is None and isinstance(err, ImageReadError) and "broken.jpg" in str(err)
-    for path, image, boxes, err in got[:2] + got[3:]:
-        assert err is None
+    path, image, boxes, err, seconds = got[2]
+    assert image is None and isinstance(err, ImageReadError) and "broken.jpg" in str(err) and seconds == 0.0
+    for path, image, boxes, err, seconds in got[:2] + got[3:]:
+        assert err is None and seconds > 0  # the proposer's time, for the per-image log
         np.testing.assert_array_equal(boxes, selective_search(image, cfg.selective_search))
     serial = list(prefetch_proposals(paths, cfg, workers=0))
     assert all((a[3] is None) == (b[3] is None) for a, b in zip(got, serial))
+    assert all((a[4] > 0) == (a[3] is None) for a in serial)
 
 
 def test_image_workers_give_the_one_process_detections_in_order(tmp_path):

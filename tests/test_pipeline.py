@@ -2,6 +2,7 @@
 with a tiny colour classifier whose answer is known, and (with the real weights) a real photo."""
 from __future__ import annotations
 
+import logging
 from types import SimpleNamespace
 
 import numpy as np
@@ -87,6 +88,27 @@ def test_end_to_end_finds_the_red_square():
     np.testing.assert_array_equal(green[0], proposals[3])
     assert det.last_timings.num_proposals == 4 and det.last_timings.total_s > 0
     assert np.all(np.diff(d.scores) <= 0)
+
+
+def test_given_proposals_report_the_proposer_time(caplog):
+    """Proposals computed before ``detect`` (tools/detect.py reads and proposes first): their seconds are the
+    image's proposal time in ``last_timings`` and the log line, not the ~0 s of clipping them; computed in a
+    worker (the overlap) they are reported as such and left out of this process's ``total_s``."""
+    img = np.zeros((64, 64, 3), np.uint8)
+    img[16:48, 16:48] = (250, 0, 0)
+    proposals = np.array([[16, 16, 48, 48], [0, 0, 64, 64]], np.float32)
+    det = Detector(lambda im, name=None: proposals, colour_ensemble(batch_size=2), WarpConfig(size=16, context_pad=2),
+                   DetectConfig(score_threshold=0.5))
+    with caplog.at_level(logging.INFO, logger="detector.pipeline"):
+        det.detect(img, "here", proposals=proposals, proposals_s=1.25)
+        here = det.last_timings
+        det.detect(img, "there", proposals=proposals, proposals_s=1.25, in_worker=True)
+        there = det.last_timings
+    assert 1.25 <= here.proposals_s < 1.5 and here.proposals_worker_s == 0.0
+    assert here.total_s == pytest.approx(here.proposals_s + here.warp_s + here.classify_s + here.postprocess_s)
+    assert there.proposals_worker_s == 1.25 and there.proposals_s < 0.25 and there.total_s < here.total_s
+    lines = [r.getMessage() for r in caplog.records if "proposals (" in r.getMessage()]
+    assert "here: 2 proposals (1.25 s)" in lines[0] and "there: 2 proposals (1.25 s in a worker)" in lines[1]
 
 
 def test_max_proposals_classifies_the_first_n():

@@ -152,12 +152,12 @@ def _detect_here(detector: Detector, images: list[Path], cfg, args):
     """``(path, image, detections, error)`` per image in this process. With several images and
     ``--overlap-workers N``, Selective Search for the next images runs in N worker processes while the
     current image's regions are classified here (off by default, see its help)."""
-    stream = prefetch_proposals(images, cfg.proposals, args.whole_image,
-                                workers=args.overlap_workers if len(images) > 1 else 0)
-    for path, image, boxes, err in stream:
+    workers = args.overlap_workers if len(images) > 1 else 0
+    stream = prefetch_proposals(images, cfg.proposals, args.whole_image, workers=workers)
+    for path, image, boxes, err, seconds in stream:
         if err is None:
             try:
-                dets = detector.detect(image, path.stem, proposals=boxes)
+                dets = detector.detect(image, path.stem, proposals=boxes, proposals_s=seconds, in_worker=workers > 0)
             except USER_ERRORS as e:
                 err = e
         yield (path, None, None, err) if err is not None else (path, image, dets, None)
