@@ -19,8 +19,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from proposals.cache import (WHOLE_IMAGE, Proposer, init_worker, make_proposer, read_and_propose,
-                             whole_image_proposer)
+from proposals.cache import WHOLE_IMAGE, ProposalPrefetch, Proposer, make_proposer, whole_image_proposer
 
 from .boxes import as_boxes, batched_nms, clip_boxes, load_nms, valid_mask
 from .classifier import Ensemble
@@ -159,31 +158,13 @@ def prefetch_proposals(paths: Sequence[Path], cfg: ProposalConfig, whole_image: 
                        ahead: int = 2) -> Iterator[tuple[Path, np.ndarray | None, np.ndarray | None,
                                                           BaseException | None, float]]:
     """Yield ``(path, image, proposals, error, seconds)`` in order (``seconds``: the proposer's time, in this
-    process with ``workers=0``, else in a worker), computing the proposals of the next ``ahead``
-    images in ``workers`` worker processes while the caller classifies the current one (the pipeline overlap:
-    Selective Search on one core, the network on the other). ``workers=0``: everything in this process.
-    At most ``ahead`` images are held beyond the current one, so memory stays bounded."""
-    if workers <= 0 or len(paths) < 2:
-        for p in paths:
-            yield read_and_propose((p, cfg, whole_image))
-        return
-    import multiprocessing as mp
-    from collections import deque
-
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(workers, initializer=init_worker) as pool:
-        pending: deque = deque()
-        it = iter(paths)
-        for p in it:
-            pending.append(pool.apply_async(read_and_propose, ((p, cfg, whole_image),)))
-            if len(pending) > ahead:
-                break
-        while pending:
-            result = pending.popleft().get()
-            nxt = next(it, None)
-            if nxt is not None:
-                pending.append(pool.apply_async(read_and_propose, ((nxt, cfg, whole_image),)))
-            yield result
+    process with ``workers=0``, else in a worker), computing the proposals of the next ``ahead`` images in
+    ``workers`` worker processes while the caller classifies the current one (the pipeline overlap: Selective
+    Search on one core, the network on the other). ``workers=0``: everything in this process. At most ``ahead``
+    images are held beyond the current one, so memory stays bounded. See :class:`ProposalPrefetch`, which
+    tools/detect.py creates itself to start the first image's proposals before it loads its models."""
+    with ProposalPrefetch(paths, cfg, whole_image, workers, ahead) as stream:
+        yield from stream
 
 
 def _portable(e: BaseException) -> BaseException:
@@ -230,7 +211,8 @@ def detect_in_workers(paths: Sequence[Path], classifier: Ensemble, cfg, workers:
     """Detect over many images in ``workers`` processes, each a whole :class:`Detector` (its own Selective
     Search, warps and a copy of ``classifier``) with ``threads // workers`` threads (``threads`` 0: all
     cores), each taking the next image from a shared queue when it is free. Yields ``(path, image, detections,
-    timings, error)`` in the order of ``paths``; ``cfg`` is the whole :class:`~detector.config.Config` (proposals, warp, detect sections).
+    timings, error)`` in the order of ``paths``; ``cfg`` is the whole :class:`~detector.config.Config`
+    (proposals, warp, detect sections).
 
     The other overlap besides :func:`prefetch_proposals`: there one process classifies while a worker runs
     the next image's Selective Search, which is only 5-10% of an image's time here; with image workers every

@@ -1,6 +1,7 @@
 """tools/detect.py end to end: odd image formats, unreadable files (one error line, non-zero exit, the
 other images still processed), pictures and JSON written. A tiny colour classifier stands in for
-GoogLeNet (substituted in the tool's namespace) so the test is fast; whole-image proposals."""
+GoogLeNet (substituted in detector.classifier, which the tool imports it from) so the test is fast;
+whole-image proposals, except where Selective Search's worker is the subject."""
 from __future__ import annotations
 
 import importlib.util
@@ -39,7 +40,9 @@ def tool(monkeypatch):
     mod = load_tool("detect")
     ens = Ensemble([RegionClassifier(BrightNet(), ("n0001",), ("bright thing",), IDENTITY)],
                    batch_size=4, channels_last=False)
-    monkeypatch.setattr(mod, "build_classifier", lambda *a, **k: ens)
+    import detector.classifier  # where main() imports it from, after starting the first image's proposals
+
+    monkeypatch.setattr(detector.classifier, "build_classifier", lambda *a, **k: ens)
     return mod
 
 
@@ -112,7 +115,9 @@ def test_ilsvrc_submission(monkeypatch, tmp_path, shared_data, capsys):
     # classes: DET_ID 2 (airplane) and 1 (accordion), in that order: labels must be mapped to DET_IDs
     ens = Ensemble([RegionClassifier(ConstNet2(), ("n02691156", "n02672831"), ("airplane", "accordion"), IDENTITY)],
                    channels_last=False)
-    monkeypatch.setattr(mod, "build_classifier", lambda *a, **k: ens)
+    import detector.classifier  # where main() imports it from, after starting the first image's proposals
+
+    monkeypatch.setattr(detector.classifier, "build_classifier", lambda *a, **k: ens)
     devkit = shared_data / "ilsvrc2014_devkit"
     for name in ("ILSVRC2012_val_00000001", "ILSVRC2012_val_00000007"):
         Image.fromarray(np.full((20, 30, 3), 100, np.uint8)).save(tmp_path / f"{name}.png")
@@ -176,3 +181,31 @@ def test_image_workers_write_what_one_process_writes(tmp_path, capsys):
     assert one == two
     assert run(mod.main, common + ["--image-workers", "2", "--overlap-workers", "1"]) == 2
     assert "choose one" in capsys.readouterr().err
+
+
+def test_early_proposals_change_nothing_but_where_they_run(tool, tmp_path, capsys):
+    """The first image's Selective Search in a worker started before the models load (the default) against
+    --no-early-proposals: the same JSON; an unreadable first image comes back from the worker as its error line;
+    the log (the tool's stderr) says where each image's proposals were computed."""
+    from detector.evaluation.detections_io import read_detections_json
+
+    files = write_inputs(tmp_path)
+    argv = [str(files[k]) for k in ("rgb", "broken", "gray")] + [
+        "--score-threshold", "0", "--set", "proposals.selective_search.resize_width=120",
+        "--set", "proposals.selective_search.superpixel_scale=1.0"]
+    got = {}
+    for mode, extra in (("early", []), ("late", ["--no-early-proposals"])):
+        assert tool.main(argv + extra + ["--json", str(tmp_path / f"{mode}.json")]) == 1  # the broken image
+        err = capsys.readouterr().err.splitlines()
+        errors = [line for line in err if line.startswith("error:")]
+        assert len(errors) == 1 and "broken.jpg" in errors[0]
+        logged = [line for line in err if "proposals (" in line]
+        assert [("in a worker" in line) for line in logged] == [mode == "early", False]
+        assert "rgb: " in logged[0] and "gray: " in logged[1]
+        got[mode] = read_detections_json(tmp_path / f"{mode}.json")
+    early, late = got["early"], got["late"]
+    assert [im.image_id for im in early.images] == [im.image_id for im in late.images] == ["rgb", "gray"]
+    for a, b in zip(early.images, late.images):
+        assert len(a.detections) == len(b.detections) > 0
+        np.testing.assert_array_equal(a.detections.boxes, b.detections.boxes)
+        np.testing.assert_array_equal(a.detections.scores, b.detections.scores)

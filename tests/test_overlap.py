@@ -5,6 +5,7 @@ from PIL import Image
 from detector.config import ProposalConfig, SelectiveSearchConfig
 from detector.imageio import ImageReadError
 from detector.pipeline import prefetch_proposals
+from proposals.cache import ProposalPrefetch
 from proposals.selective_search import selective_search
 
 
@@ -31,6 +32,57 @@ def test_prefetch_in_order_with_errors_and_same_boxes(tmp_path):
     serial = list(prefetch_proposals(paths, cfg, workers=0))
     assert all((a[3] is None) == (b[3] is None) for a, b in zip(got, serial))
     assert all((a[4] > 0) == (a[3] is None) for a in serial)
+
+
+def _images(tmp_path, n: int) -> list:
+    rng = np.random.default_rng(1)
+    paths = []
+    for i in range(n):
+        arr = (rng.random((60, 80, 3)) * 255).astype(np.uint8)
+        arr[5 + i:35, 10:50] = (30, 200, 60)
+        paths.append(tmp_path / f"early{i}.png")
+        Image.fromarray(arr).save(paths[-1])
+    return paths
+
+
+def test_first_early_proposes_the_first_image_in_a_worker_only(tmp_path):
+    """ProposalPrefetch(first_early=True), as tools/detect.py creates it before loading its models: the first
+    image's proposals come from a worker process started at construction, the others are computed here, and all
+    are the boxes Selective Search gives in this process; whole-image proposals never start a worker."""
+    paths = _images(tmp_path, 3)
+    cfg = ProposalConfig(selective_search=SelectiveSearchConfig(resize_width=150, superpixel_scale=1.0))
+    stream = ProposalPrefetch(paths, cfg, first_early=True, workers=0)
+    assert stream._pool is not None  # started before anything is iterated
+    origin = []
+    with stream:
+        got = []
+        for item in stream:
+            got.append(item)
+            origin.append(stream.last_from_worker)
+    assert origin == [True, False, False] and stream._pool is None
+    for path, image, boxes, err, seconds in got:
+        assert err is None and seconds > 0
+        np.testing.assert_array_equal(boxes, selective_search(image, cfg.selective_search))
+    assert ProposalPrefetch(paths, cfg, whole_image=True, first_early=True, workers=0)._pool is None
+
+
+def test_a_dead_proposal_worker_costs_no_image(tmp_path, caplog):
+    """A worker process killed before it answers (as the out-of-memory killer would): its images are proposed
+    in this process instead, with a warning, and the results are complete and in order."""
+    import os
+    import signal
+
+    paths = _images(tmp_path, 3)
+    cfg = ProposalConfig(selective_search=SelectiveSearchConfig(resize_width=150, superpixel_scale=1.0))
+    with ProposalPrefetch(paths, cfg, workers=1, ahead=2) as stream:
+        for pid in list(stream._pool._processes):  # the spawned worker is still importing: no job done yet
+            os.kill(pid, signal.SIGKILL)
+        with caplog.at_level("WARNING", logger="proposals.cache"):
+            got = list(stream)
+    assert "proposal worker process died" in caplog.text
+    assert [g[0] for g in got] == paths and all(g[3] is None for g in got)
+    for path, image, boxes, err, seconds in got:
+        np.testing.assert_array_equal(boxes, selective_search(image, cfg.selective_search))
 
 
 def test_image_workers_give_the_one_process_detections_in_order(tmp_path):

@@ -20,13 +20,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from detector.classifier import build_classifier
+# Only modules that do not import torch up here: main() starts the first image's proposals in a worker process
+# before it imports the network code (detector.classifier, detector.pipeline; ~2 s) and builds the classifier.
 from detector.cli import USER_ERRORS, UserError, run, setup_logging
 from detector.config import config_to_dict, load_config
 from detector.imageio import IMAGE_EXTENSIONS
-from detector.pipeline import Detector, detect_in_workers, make_proposer, prefetch_proposals
 from detector.structures import Detections
 from detector.visualize import save_detections_image
+from proposals.cache import ProposalPrefetch, make_proposer
 
 log = logging.getLogger("detect")
 
@@ -67,6 +68,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--image-workers", type=int, default=0,
                     help="detect N images at a time, each in its own process with threads/N threads (0 = off, "
                     "the default; 1.10-1.23x on 2 cores with 2 workers, README \"Speed\")")
+    ap.add_argument("--no-early-proposals", action="store_true",
+                    help="compute the first image's Selective Search here, after loading the models, instead of in a "
+                    "worker process started before (the default: it runs on the other core while the network code "
+                    "is imported and the classifier built, ~0.9 s less per command on 2 cores, README \"Speed\")")
     ap.add_argument("--json", help="write every detection to this JSON file")
     ap.add_argument("--submission", help="write an ILSVRC submission (needs the devkit's val.txt)")
     ap.add_argument("--score-threshold", type=float, help="override detect.score_threshold")
@@ -108,20 +113,34 @@ def main(argv: list[str] | None = None) -> int:
         args.devkit_resolved = devkit
     if args.image_workers > 0 and args.overlap_workers > 0:
         raise UserError("--image-workers and --overlap-workers are two ways to overlap the work: choose one")
-    classifier = build_classifier(cfg.model, cfg.warp, meta_det=args.devkit)
+    if args.image_workers > 0 and len(images) > 1:
+        prefetch = None
+    else:  # started now, so that Selective Search runs while the network code is imported and the models load
+        prefetch = ProposalPrefetch(images, cfg.proposals, args.whole_image,
+                                    workers=args.overlap_workers if len(images) > 1 else 0,
+                                    first_early=not args.no_early_proposals)
+    from detector.classifier import build_classifier
+    from detector.pipeline import Detector, detect_in_workers
+
+    try:
+        classifier = build_classifier(cfg.model, cfg.warp, meta_det=args.devkit)
+    except BaseException:
+        if prefetch is not None:
+            prefetch.close()
+        raise
     classes, names = classifier.classes, classifier.class_names
     results: dict[str, Detections] = {}
     paths: dict[str, Path] = {}
     sizes: dict[str, tuple[int, int]] = {}
     failures = 0
-    if args.image_workers > 0 and len(images) > 1:
+    if prefetch is None:
         stream = ((p, img, d, e) for p, img, d, _, e in
                   detect_in_workers(images, classifier, cfg, args.image_workers, args.whole_image,
                                     cfg.model.threads))
     else:
         detector = Detector(make_proposer(cfg.proposals, whole_image=args.whole_image), classifier, cfg.warp,
                             cfg.detect)
-        stream = _detect_here(detector, images, cfg, args)
+        stream = _detect_here(detector, prefetch)
     for path, image, dets, err in tqdm(stream, total=len(images), desc="images", unit="img", file=sys.stderr,
                                        disable=len(images) < 2):
         if err is not None:
@@ -148,19 +167,19 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failures else 0
 
 
-def _detect_here(detector: Detector, images: list[Path], cfg, args):
-    """``(path, image, detections, error)`` per image in this process. With several images and
-    ``--overlap-workers N``, Selective Search for the next images runs in N worker processes while the
-    current image's regions are classified here (off by default, see its help)."""
-    workers = args.overlap_workers if len(images) > 1 else 0
-    stream = prefetch_proposals(images, cfg.proposals, args.whole_image, workers=workers)
-    for path, image, boxes, err, seconds in stream:
-        if err is None:
-            try:
-                dets = detector.detect(image, path.stem, proposals=boxes, proposals_s=seconds, in_worker=workers > 0)
-            except USER_ERRORS as e:
-                err = e
-        yield (path, None, None, err) if err is not None else (path, image, dets, None)
+def _detect_here(detector, prefetch: ProposalPrefetch):
+    """``(path, image, detections, error)`` per image in this process, the proposals from ``prefetch``: with
+    several images and ``--overlap-workers N``, Selective Search for the next images runs in N worker
+    processes while the current image's regions are classified here (off by default, see its help)."""
+    with prefetch:
+        for path, image, boxes, err, seconds in prefetch:
+            if err is None:
+                try:
+                    dets = detector.detect(image, path.stem, proposals=boxes, proposals_s=seconds,
+                                           in_worker=prefetch.last_from_worker)
+                except USER_ERRORS as e:
+                    err = e
+            yield (path, None, None, err) if err is not None else (path, image, dets, None)
 
 
 def submission_plan(args, images: list[Path]) -> tuple[Path, dict[str, int]]:
