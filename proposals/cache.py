@@ -182,7 +182,8 @@ class ProposalPrefetch:
     - else everything here, when iterated.
 
     Use it as a context manager (or call :meth:`close`): leaving early stops the workers. A worker process that
-    dies (the pool breaks) costs no image: its images are proposed again here, with a warning."""
+    dies (the pool breaks) or fails to hand a result back costs no image: its images are proposed again here, with
+    a warning."""
 
     def __init__(self, paths: Sequence[Path], cfg: ProposalConfig, whole_image: bool = False, workers: int = 1,
                  ahead: int = 2, first_early: bool = False) -> None:
@@ -223,6 +224,9 @@ class ProposalPrefetch:
             except BrokenProcessPool as e:
                 log.warning("%s: the proposal worker process died (%s); proposing here instead", self.paths[i], e)
                 self.close()
+            except Exception as e:  # noqa: BLE001 - e.g. a result that could not be pickled: this image here
+                log.warning("%s: the proposal worker failed (%s: %s); proposing here instead", self.paths[i],
+                            type(e).__name__, e)
         self.last_from_worker = False
         return read_and_propose((self.paths[i], self.cfg, self.whole_image))
 

@@ -152,3 +152,30 @@ def test_image_workers_report_a_dead_worker(tmp_path):
     cfg = load_config(None, ["warp.size=64"])
     with pytest.raises(RuntimeError, match="worker died"):
         list(detect_in_workers(paths, Ensemble([_Crash()], batch_size=2), cfg, workers=2, whole_image=True))
+
+
+def test_a_worker_result_that_fails_is_proposed_here(tmp_path, caplog):
+    """A worker's answer that cannot be handed back (here: its future raises, as for a result that does not
+    unpickle): that image is proposed in this process, with a warning, and the workers go on with the rest."""
+    paths = _images(tmp_path, 2)
+    cfg = ProposalConfig(selective_search=SelectiveSearchConfig(resize_width=150, superpixel_scale=1.0))
+
+    class Failed:
+        def result(self):
+            raise ValueError("cannot unpickle")
+
+        def cancel(self):
+            return True
+
+    with ProposalPrefetch(paths, cfg, workers=1) as stream:
+        stream._futures[0].cancel()
+        stream._futures[0] = Failed()
+        with caplog.at_level("WARNING", logger="proposals.cache"):
+            got = []
+            for item in stream:
+                got.append((item, stream.last_from_worker))
+    assert "proposal worker failed (ValueError: cannot unpickle)" in caplog.text
+    assert [origin for _, origin in got] == [False, True]
+    for (path, image, boxes, err, seconds), _ in got:
+        assert err is None
+        np.testing.assert_array_equal(boxes, selective_search(image, cfg.selective_search))

@@ -71,7 +71,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-early-proposals", action="store_true",
                     help="compute the first image's Selective Search here, after loading the models, instead of in a "
                     "worker process started before (the default: it runs on the other core while the network code "
-                    "is imported and the classifier built, ~0.9 s less per command on 2 cores, README \"Speed\")")
+                    "is imported and the classifier built, ~0.8 s less per command on 2 cores, README \"Speed\")")
     ap.add_argument("--json", help="write every detection to this JSON file")
     ap.add_argument("--submission", help="write an ILSVRC submission (needs the devkit's val.txt)")
     ap.add_argument("--score-threshold", type=float, help="override detect.score_threshold")
