@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import copy
 import logging
+import re
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +29,7 @@ from .structures import ImageRecord
 from .warp import PreparedImage
 
 __all__ = ["peak_rss_mb", "bench_selective_search", "bench_batch_sizes", "bench_end_to_end", "bench_folder",
-           "bench_folder_workers", "profile_onnx",
+           "bench_folder_workers", "bench_detect_command", "parse_detect_log", "profile_onnx",
            "bench_memory", "compiled_ensemble", "replicated_ensemble"]
 
 log = logging.getLogger(__name__)
@@ -111,6 +113,49 @@ def bench_folder(detector: Detector, paths: Sequence[Path], cfg: ProposalConfig,
     wall = time.perf_counter() - t0
     log.info("folder of %d images, overlap workers %d: %.1f s (%.2f s/image)", n, overlap_workers, wall, wall / n)
     return {"images": n, "overlap_workers": overlap_workers, "seconds": wall, "seconds_per_image": wall / n}
+
+
+# the per-image line of Detector.detect's log (detector/pipeline.py), as tools/detect.py prints it on stderr
+_DETECT_LINE = re.compile(r"(\S+): (\d+) proposals \(([\d.]+) s( in a worker)?\), warp ([\d.]+) s, "
+                          r"classify ([\d.]+) s")
+
+
+def parse_detect_log(text: str) -> list[dict]:
+    """The per-image figures in a ``tools/detect.py`` log: image name, proposals, their seconds and whether a
+    worker process computed them, the warps' and the classification's seconds (rounded to 10 ms, as logged)."""
+    return [{"image": m[1], "proposals": int(m[2]), "proposals_s": float(m[3]), "in_worker": bool(m[4]),
+             "warp_s": float(m[5]), "classify_s": float(m[6])} for m in _DETECT_LINE.finditer(text)]
+
+
+def bench_detect_command(detect_py: Path, image: Path, args: Sequence[str], runs: int) -> dict:
+    """Wall seconds of the whole ``tools/detect.py IMAGE ARGS`` command, as a user runs it: a fresh process each
+    time, Python start-up, imports and model loading included. ``runs`` pairs, alternating the default (the
+    first image's Selective Search in a worker while the models load) and ``--no-early-proposals``, so that both
+    see the same machine; each run's per-image log figures beside its wall time."""
+    out: dict = {"command": [str(detect_py), str(image), *args], "early": [], "late": []}
+    for _ in tqdm(range(runs), desc="detect.py commands", unit="pair", file=sys.stderr):
+        for mode, extra in (("early", []), ("late", ["--no-early-proposals"])):
+            cmd = [sys.executable, str(detect_py), str(image), *args, *extra]
+            t0 = time.perf_counter()
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            wall = time.perf_counter() - t0
+            lines = parse_detect_log(done.stderr)
+            if done.returncode != 0 or len(lines) != 1:
+                raise RuntimeError(f"{' '.join(cmd)} exited {done.returncode} with {len(lines)} image line(s): "
+                                   f"{done.stderr[-800:]}")
+            out[mode].append({"wall_s": wall, **lines[0]})
+    for mode in ("early", "late"):
+        rows = out[mode]
+        if rows:
+            out[f"{mode}_median_wall_s"] = float(np.median([r["wall_s"] for r in rows]))
+            # the image's own time after start-up: the proposals count only when computed in this process
+            out[f"{mode}_median_image_s"] = float(np.median([r["warp_s"] + r["classify_s"]
+                                                             + (0.0 if r["in_worker"] else r["proposals_s"])
+                                                             for r in rows]))
+            # everything else: start-up, imports, model loading, Selective Search when not hidden, drawing
+            out[f"{mode}_median_outside_s"] = float(np.median([r["wall_s"] - r["warp_s"] - r["classify_s"]
+                                                               for r in rows]))
+    return out
 
 
 def bench_folder_workers(classifier: Ensemble, cfg, paths: Sequence[Path], workers: int, threads: int = 0) -> dict:

@@ -209,3 +209,29 @@ def test_early_proposals_change_nothing_but_where_they_run(tool, tmp_path, capsy
         assert len(a.detections) == len(b.detections) > 0
         np.testing.assert_array_equal(a.detections.boxes, b.detections.boxes)
         np.testing.assert_array_equal(a.detections.scores, b.detections.scores)
+
+
+def test_benchmark_times_the_command_a_user_runs(tmp_path):
+    """detector.bench.bench_detect_command: real tools/detect.py processes (a tiny checkpoint, a small Selective
+    Search), one pair; the figures it reports are the ones in each command's own log line, and the default run
+    had its proposals from the worker, the other not."""
+    from detector.bench import bench_detect_command
+    from test_classifier import _write_checkpoint
+
+    _write_checkpoint(tmp_path / "m.pt")
+    image = write_inputs(tmp_path)["rgb"]
+    args = ["--checkpoint", str(tmp_path / "m.pt"), "--threads", "1", "--score-threshold", "0",
+            "--set", "warp.size=64", "--set", "warp.mode=square",
+            "--set", "proposals.selective_search.resize_width=120",
+            "--set", "proposals.selective_search.superpixel_scale=1.0"]
+    got = bench_detect_command(REPO / "tools" / "detect.py", image, args, runs=1)
+    (early,), (late,) = got["early"], got["late"]
+    assert early["in_worker"] and not late["in_worker"] and early["image"] == late["image"] == "rgb"
+    assert early["proposals"] == late["proposals"] > 0
+    for r in (early, late):
+        assert r["wall_s"] > r["classify_s"] + r["warp_s"]  # the whole process, start-up included
+    assert got["early_median_image_s"] == pytest.approx(early["warp_s"] + early["classify_s"])
+    assert got["late_median_image_s"] == pytest.approx(late["warp_s"] + late["classify_s"] + late["proposals_s"])
+    assert got["late_median_outside_s"] == pytest.approx(late["wall_s"] - late["warp_s"] - late["classify_s"])
+    with pytest.raises(RuntimeError, match="exited 2"):
+        bench_detect_command(REPO / "tools" / "detect.py", image, args + ["--config", str(tmp_path / "no.yaml")], 1)

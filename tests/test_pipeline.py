@@ -161,3 +161,22 @@ def test_unknown_proposal_method_is_a_config_error():
     with pytest.raises(ConfigError, match="whole_image"):
         make_proposer(ProposalConfig(method="edgeboxes"))
     assert make_proposer(ProposalConfig(method="whole_image")) is whole_image_proposer
+
+
+def test_the_benchmark_reads_the_log_line_detect_writes(caplog):
+    """detector.bench.parse_detect_log on the line Detector.detect really logs (a round trip through the
+    format, both for proposals computed here and in a worker)."""
+    from detector.bench import parse_detect_log
+
+    img = np.zeros((64, 64, 3), np.uint8)
+    proposals = np.array([[16, 16, 48, 48], [0, 0, 64, 64], [2, 50, 12, 60]], np.float32)
+    det = Detector(lambda im, name=None: proposals, colour_ensemble(batch_size=2), WarpConfig(size=16, context_pad=2),
+                   DetectConfig(score_threshold=0.5))
+    with caplog.at_level(logging.INFO, logger="detector.pipeline"):
+        det.detect(img, "img_1", proposals=proposals, proposals_s=0.731)
+        first = det.last_timings
+        det.detect(img, "img_2", proposals=proposals, proposals_s=2.5, in_worker=True)
+    got = parse_detect_log("\n".join(f"12:00:00 INFO detector.pipeline: {r.getMessage()}" for r in caplog.records))
+    assert [(g["image"], g["proposals"], g["in_worker"]) for g in got] == [("img_1", 3, False), ("img_2", 3, True)]
+    assert got[0]["proposals_s"] == round(first.proposals_s, 2) and got[1]["proposals_s"] == 2.5
+    assert got[0]["warp_s"] == round(first.warp_s, 2) and got[0]["classify_s"] == round(first.classify_s, 2)

@@ -3,7 +3,7 @@
     python tools/benchmark.py [--image PHOTO] [--val-dir DIR] [--config C] [--regions 256] [--batch-size 8]
         [--rounds 4] [--per-round 16] [--e2e-images 2] [--threads 1] [--random-boxes] [--json out/bench.json]
         [--onnx] [--compile] [--no-torch-int8] [--batch-sizes 1,8,32,64] [--ss-images 4] [--ensemble 3]
-        [--folder-images 4]
+        [--folder-images 4] [--command-runs 3 --command-backend mnn]
 
 Measures, on the proposals of one real photo (Selective Search, the paper's proposals; or --random-boxes):
   * warped regions/s for each warp sampler (cv2 / roi_align / grid_sample), at the chosen batch size;
@@ -21,6 +21,9 @@ Measures, on the proposals of one real photo (Selective Search, the paper's prop
     ``--folder-image-workers`` image workers (tools/detect.py's --overlap-workers / --image-workers), with the
     fastest int8 backend built (torch int8, else ONNX Runtime int8, else eager fp32);
   * peak resident memory after 256 and 2,048 regions (bounded: regions are streamed in batches);
+  * with ``--command-runs N``: N pairs of whole ``tools/detect.py --image`` commands (fresh processes; start-up
+    and model loading included), the first image's proposals computed in a worker while the models load (the
+    default) and with ``--no-early-proposals``, alternating (``--command-backend``);
   * the ceiling (``--no-ceiling`` skips it): each runtime's GMAC/s on chains of large convolutions
     (detector.ceiling), the share of it each classification row reaches with the classifier's multiply-adds,
     and the least time the photo's regions can take at that rate.
@@ -42,8 +45,8 @@ import torch
 from tqdm import tqdm
 
 from detector import cpu
-from detector.bench import (bench_batch_sizes, bench_end_to_end, bench_folder, bench_folder_workers, bench_memory,
-                             bench_selective_search, compiled_ensemble, peak_rss_mb, replicated_ensemble)
+from detector.bench import (bench_batch_sizes, bench_detect_command, bench_end_to_end, bench_folder,
+                             bench_folder_workers, bench_memory, bench_selective_search, compiled_ensemble, peak_rss_mb, replicated_ensemble)
 from detector.ceiling import ceilings, conv_rates, count_macs, floor_seconds
 from detector.classifier import Ensemble, batch_size_for, build_classifier, plain_lrn
 from detector.cli import UserError, run, setup_logging
@@ -98,6 +101,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="backends timed end to end (onnx* only with --onnx, mnn only with --mnn)")
     ap.add_argument("--no-ceiling", action="store_true",
                     help="skip the ceiling rows (each runtime's rate on large convolutions, the floor it implies)")
+    ap.add_argument("--command-runs", type=int, default=0,
+                    help="pairs of whole tools/detect.py commands on --image (a fresh process each, start-up and "
+                    "model loading included), with and without --no-early-proposals (0 = skip, the default)")
+    ap.add_argument("--command-backend", default=None,
+                    help="model.backend of those commands (default: the config's)")
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("-v", "--verbose", action="store_true")
     return ap.parse_args(argv)
@@ -292,6 +300,15 @@ def print_table(res: dict, image_name: str, batch: int, extra: dict) -> None:
         best = min(r["seconds_per_image"] for r in rows)
         print(f"| folder of {rows[0]['images']} images, {rows[0]['image_workers']} image workers (start-up "
               f"included) | {best:.2f} s/image (best of {len(rows)}; {one / best:.2f}x one by one) |")
+    c = res.get("detect_command")
+    if c:
+        for mode, label in (("early", "first image's proposals in a worker while loading (default)"),
+                            ("late", "`--no-early-proposals`")):
+            rows = c[mode]
+            print(f"| `tools/detect.py` command, {c['backend']}, {label}, {len(rows)} runs | "
+                  f"{c[f'{mode}_median_wall_s']:.1f} s wall (median; start-up and loading included), "
+                  f"{c[f'{mode}_median_image_s']:.1f} s for the image, "
+                  f"{c[f'{mode}_median_outside_s']:.2f} s outside its warps and classification |")
     for m in res.get("memory", []):
         print(f"| peak RSS after {m['regions']} regions | {m['peak_rss_mb']:.0f} MiB |")
 
@@ -299,6 +316,8 @@ def print_table(res: dict, image_name: str, batch: int, extra: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
+    if args.command_runs > 0 and not args.image:
+        raise UserError("--command-runs needs --image (the photo tools/detect.py is run on)")
     overrides = list(args.overrides)
     if args.weights:
         overrides.append(f"model.weights={json.dumps(args.weights)}")
@@ -437,7 +456,19 @@ def main(argv: list[str] | None = None) -> int:
             if args.folder_image_workers > 1:
                 res["folder"].append(bench_folder_workers(fast, cfg, paths[:args.folder_images],
                                                           args.folder_image_workers, torch.get_num_threads()))
-    res["peak_rss_mb"] = peak_rss_mb()
+    res["peak_rss_mb"] = peak_rss_mb()  # of this process: the commands below are processes of their own
+    if args.command_runs > 0:
+        be = args.command_backend or cfg.model.backend
+        cmd_args = [a for o in args.overrides for a in ("--set", o)] + ["--set", f"model.backend={be}"]
+        for flag, val in (("--config", args.config), ("--weights", args.weights), ("--devkit", args.devkit)):
+            if val:
+                cmd_args += [flag, val]
+        cmd_args += [a for c in args.checkpoint for a in ("--checkpoint", c)]
+        if args.threads > 0:
+            cmd_args += ["--threads", str(args.threads)]
+        res["detect_command"] = {"backend": be, **bench_detect_command(Path(__file__).with_name("detect.py"),
+                                                                       Path(args.image), cmd_args,
+                                                                       args.command_runs)}
     res["load_end"] = os.getloadavg()
     log.info("load average at end: %.2f %.2f %.2f", *res["load_end"])
     print_table(res, image_name, batch, extra)
