@@ -10,15 +10,20 @@ pixel coordinates: the left edge of the first pixel is 0, width = ``x2 - x1``; a
 * COCO JSON and OpenCV Selective Search are ``x, y, w, h``: :func:`xywh_to_xyxy`, inverse
   :func:`xyxy_to_xywh`.
 
-torch and torchvision are imported inside the two NMS functions only: everything else here is numpy, and
-Selective Search worker processes (which import this module through ``detector.structures``) then start in
-a fraction of a second instead of the ~2-3 s that importing torch + torchvision takes. A
-:class:`~detector.pipeline.Detector` calls :func:`load_nms` when it is built, so that ~1 s import is paid at
-start-up and not inside the first image's NMS timing.
+torch is imported inside the two NMS functions only: everything else here is numpy, and Selective Search
+worker processes (which import this module through ``detector.structures``) then start in a fraction of a
+second instead of the ~2-3 s that importing torch takes. The NMS itself is torchvision's compiled operator
+(``torch.ops.torchvision.nms``), loaded from torchvision's extension library without importing the torchvision
+package (:func:`_nms_op`). A :class:`~detector.pipeline.Detector` calls :func:`load_nms` when it is built.
 """
 from __future__ import annotations
 
+import functools
+import logging
+
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "as_boxes", "empty_boxes", "areas", "widths_heights", "iou_matrix", "clip_boxes", "valid_mask",
@@ -104,40 +109,82 @@ def hflip_boxes(boxes: np.ndarray, width: int) -> np.ndarray:
     return b
 
 
+@functools.cache
+def _nms_op():
+    """torchvision's compiled NMS operator, ``torch.ops.torchvision.nms``.
+
+    Registered by loading torchvision's extension library (``_C*.so`` in its package folder, found without
+    importing the package), as torchvision's own import does first: ``import torchvision.ops`` took 1.7-1.9 s
+    per process on the 2-core machine, because it imports ``torch._dynamo``, and the library alone 1 ms. That
+    import was on the critical path of every ``tools/detect.py`` command (README "Speed", session 23). When the
+    library is not found or does not register the operator, the package is imported after all (a debug line
+    says so)."""
+    import importlib.util
+    from pathlib import Path
+
+    import torch
+
+    if not hasattr(torch.ops.torchvision, "nms"):
+        try:
+            spec = importlib.util.find_spec("torchvision")
+            folder = Path(spec.origin).parent if spec is not None and spec.origin else None
+            libs = sorted(folder.glob("_C*.so")) + sorted(folder.glob("_C*.pyd")) if folder else []
+            for lib in libs:
+                torch.ops.load_library(str(lib))
+                if hasattr(torch.ops.torchvision, "nms"):
+                    break
+        except (OSError, RuntimeError, ImportError) as e:
+            log.debug("torchvision's extension library did not load directly (%s): importing torchvision", e)
+    if not hasattr(torch.ops.torchvision, "nms"):
+        importlib.import_module("torchvision.ops")  # registers the operator
+    return torch.ops.torchvision.nms
+
+
 def load_nms() -> None:
-    """Import torchvision's NMS now (about a second after torch) rather than on the first NMS call."""
-    import torchvision.ops  # noqa: F401
+    """Load the NMS operator now rather than on the first NMS call (1 ms; see :func:`_nms_op`)."""
+    _nms_op()
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Greedy non-maximum suppression through ``torchvision.ops.nms``.
+    """Greedy non-maximum suppression by torchvision's operator (``torchvision.ops.nms``'s numbers).
 
     Returns the int64 indices of kept boxes in decreasing score order. A box is suppressed when its IoU
     with a kept higher-scoring box is ``> iou_threshold``.
     """
     import torch
-    import torchvision
 
     b = as_boxes(boxes)
     if len(b) == 0:
         return np.zeros((0,), dtype=np.int64)
-    keep = torchvision.ops.nms(torch.from_numpy(b), torch.as_tensor(scores, dtype=torch.float32),
-                               float(iou_threshold))
+    keep = _nms_op()(torch.from_numpy(b), torch.as_tensor(scores, dtype=torch.float32), float(iou_threshold))
     return keep.numpy().astype(np.int64)
 
 
 def batched_nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
                 iou_threshold: float) -> np.ndarray:
-    """Per-class NMS (boxes of different ``labels`` never suppress each other); kept indices, by score."""
+    """Per-class NMS (boxes of different ``labels`` never suppress each other); kept indices, by score.
+
+    The same indices as ``torchvision.ops.batched_nms`` (the tests compare them), computed the way it does on a
+    CPU: up to 1,000 boxes, one NMS over boxes shifted apart per label (the shift, label x (largest coordinate
+    + 1), is computed in float32 as there); beyond, one NMS per label and the kept boxes sorted by score."""
     import torch
-    import torchvision
 
     b = as_boxes(boxes)
     if len(b) == 0:
         return np.zeros((0,), dtype=np.int64)
-    keep = torchvision.ops.batched_nms(torch.from_numpy(b), torch.as_tensor(scores, dtype=torch.float32),
-                                       torch.as_tensor(labels, dtype=torch.int64), float(iou_threshold))
-    return keep.numpy().astype(np.int64)
+    op = _nms_op()
+    bt, st = torch.from_numpy(b), torch.as_tensor(scores, dtype=torch.float32)
+    lt = torch.as_tensor(labels, dtype=torch.int64)
+    thr = float(iou_threshold)
+    if bt.numel() <= 4000:
+        offsets = lt.to(bt) * (bt.max() + torch.tensor(1).to(bt))
+        return op(bt + offsets[:, None], st, thr).numpy().astype(np.int64)
+    kept = torch.zeros_like(st, dtype=torch.bool)
+    for label in torch.unique(lt):
+        idx = torch.where(lt == label)[0]
+        kept[idx[op(bt[idx], st[idx], thr)]] = True
+    keep = torch.where(kept)[0]
+    return keep[st[keep].sort(descending=True)[1]].numpy().astype(np.int64)
 
 
 def from_one_based_inclusive(boxes) -> np.ndarray:

@@ -86,7 +86,7 @@ class Detector:
         self.warp_cfg = warp_cfg
         self.detect_cfg = detect_cfg
         self.last_timings = StageTimings()
-        load_nms()  # torchvision's import, paid here and not in the first image's "nms" time
+        load_nms()  # torchvision's NMS operator (1 ms), loaded here and not in the first image's "nms" time
 
     @property
     def classes(self) -> tuple[str, ...]:

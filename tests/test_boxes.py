@@ -55,6 +55,38 @@ def test_nms_and_batched_nms():
     assert B.nms(B.empty_boxes(), np.zeros(0), 0.3).shape == (0,)
 
 
+@pytest.mark.parametrize("n", [300, 2500])  # torchvision: one shifted NMS up to 1,000 boxes, per class beyond
+def test_nms_gives_torchvisions_indices(n):
+    """The operator loaded without the torchvision package gives torchvision.ops' own answers: random boxes
+    of 30 classes, scores with ties, three thresholds."""
+    import torch
+    import torchvision.ops
+
+    rng = np.random.default_rng(n)
+    xy = rng.uniform(0, 400, (n, 2)).astype(np.float32)
+    wh = rng.uniform(5, 150, (n, 2)).astype(np.float32)
+    b = np.concatenate([xy, xy + wh], axis=1)
+    s = np.round(rng.random(n), 2).astype(np.float32)  # many ties
+    labels = rng.integers(0, 30, n)
+    for thr in (0.3, 0.5, 0.7):
+        want = torchvision.ops.batched_nms(torch.from_numpy(b), torch.from_numpy(s), torch.from_numpy(labels), thr)
+        assert B.batched_nms(b, s, labels, thr).tolist() == want.tolist()
+        want = torchvision.ops.nms(torch.from_numpy(b), torch.from_numpy(s), thr)
+        assert B.nms(b, s, thr).tolist() == want.tolist()
+
+
+def test_loading_nms_does_not_import_torchvision():
+    """Detector.__init__'s load_nms: the operator without ``import torchvision`` (1.7-1.9 s, torch._dynamo)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from detector.boxes import load_nms, nms; load_nms(); import numpy as np; "
+            "print(nms(np.array([[0, 0, 10, 10], [1, 0, 11, 10]], np.float32), np.array([.9, .8]), .3).tolist(), "
+            "'torchvision' in sys.modules, 'torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["[0]", "False", "False"]
+
+
 def test_valid_mask_and_bad_shape():
     b = np.array([[0, 0, 0, 5], [0, 0, 5, 5], [0, 0, np.nan, 5]], np.float32)
     assert B.valid_mask(b).tolist() == [False, True, False]
