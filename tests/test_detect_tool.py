@@ -235,3 +235,31 @@ def test_benchmark_times_the_command_a_user_runs(tmp_path):
     assert got["late_median_outside_s"] == pytest.approx(late["wall_s"] - late["warp_s"] - late["classify_s"])
     with pytest.raises(RuntimeError, match="exited 2"):
         bench_detect_command(REPO / "tools" / "detect.py", image, args + ["--config", str(tmp_path / "no.yaml")], 1)
+
+
+@pytest.mark.parametrize("overlap", ["0", "1"])
+def test_the_command_leaves_without_teardown_and_loses_nothing(tmp_path, overlap):
+    """``python tools/detect.py`` ends by ``exit_now`` (no interpreter teardown): the exit code, every stdout
+    line, the JSON and the pictures are all there, and no worker resource is reported leaked, with and without
+    the Selective Search overlap's worker pool."""
+    import subprocess
+    import sys
+
+    from detector.evaluation.detections_io import read_detections_json
+    from test_classifier import _write_checkpoint
+
+    _write_checkpoint(tmp_path / "m.pt")
+    (tmp_path / "in").mkdir()
+    files = write_inputs(tmp_path / "in")
+    cmd = [sys.executable, str(REPO / "tools" / "detect.py"), str(files["rgb"]), str(files["broken"]),
+           str(files["gray"]), "--checkpoint", str(tmp_path / "m.pt"), "--threads", "1", "--score-threshold", "0",
+           "--set", "warp.size=64", "--set", "warp.mode=square", "--set", "proposals.selective_search.resize_width=120",
+           "--set", "proposals.selective_search.superpixel_scale=1.0", "--overlap-workers", overlap,
+           "--json", str(tmp_path / "d.json"), "--out", str(tmp_path / "pics")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr  # the broken image
+    assert "leaked" not in done.stderr and "Traceback" not in done.stderr
+    got = read_detections_json(tmp_path / "d.json")
+    assert [im.image_id for im in got.images] == ["rgb", "gray"]
+    assert len(done.stdout.splitlines()) == sum(len(im.detections) for im in got.images) > 0
+    assert sorted(p.name for p in (tmp_path / "pics").iterdir()) == ["gray.png", "rgb.jpg"]

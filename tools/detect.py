@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 # Only modules that do not import torch up here: main() starts the first image's proposals in a worker process
 # before it imports the network code (detector.classifier, detector.pipeline; ~2 s) and builds the classifier.
-from detector.cli import USER_ERRORS, UserError, run, setup_logging
+from detector.cli import USER_ERRORS, UserError, exit_now, run, setup_logging
 from detector.config import config_to_dict, load_config
 from detector.imageio import IMAGE_EXTENSIONS
 from detector.structures import Detections
@@ -232,4 +232,4 @@ def write_outputs(args, results: dict[str, Detections], sizes: dict[str, tuple[i
 
 
 if __name__ == "__main__":
-    sys.exit(run(main))
+    exit_now(run(main))  # without the interpreter's ~0.7-1 s teardown of torch (README "Speed")
