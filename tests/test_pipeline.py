@@ -90,6 +90,12 @@ def test_end_to_end_finds_the_red_square():
     assert np.all(np.diff(d.scores) <= 0)
 
 
+def _fixed_proposals_detector(proposals: np.ndarray) -> Detector:
+    """A Detector proposing ``proposals`` for any image, with the colour classifier (batch 2, 16x16 warps)."""
+    return Detector(lambda im, name=None: proposals, colour_ensemble(batch_size=2), WarpConfig(size=16, context_pad=2),
+                    DetectConfig(score_threshold=0.5))
+
+
 def test_given_proposals_report_the_proposer_time(caplog):
     """Proposals computed before ``detect`` (tools/detect.py reads and proposes first): their seconds are the
     image's proposal time in ``last_timings`` and the log line, not the ~0 s of clipping them; computed in a
@@ -97,8 +103,7 @@ def test_given_proposals_report_the_proposer_time(caplog):
     img = np.zeros((64, 64, 3), np.uint8)
     img[16:48, 16:48] = (250, 0, 0)
     proposals = np.array([[16, 16, 48, 48], [0, 0, 64, 64]], np.float32)
-    det = Detector(lambda im, name=None: proposals, colour_ensemble(batch_size=2), WarpConfig(size=16, context_pad=2),
-                   DetectConfig(score_threshold=0.5))
+    det = _fixed_proposals_detector(proposals)
     with caplog.at_level(logging.INFO, logger="detector.pipeline"):
         det.detect(img, "here", proposals=proposals, proposals_s=1.25)
         here = det.last_timings
@@ -170,8 +175,7 @@ def test_the_benchmark_reads_the_log_line_detect_writes(caplog):
 
     img = np.zeros((64, 64, 3), np.uint8)
     proposals = np.array([[16, 16, 48, 48], [0, 0, 64, 64], [2, 50, 12, 60]], np.float32)
-    det = Detector(lambda im, name=None: proposals, colour_ensemble(batch_size=2), WarpConfig(size=16, context_pad=2),
-                   DetectConfig(score_threshold=0.5))
+    det = _fixed_proposals_detector(proposals)
     with caplog.at_level(logging.INFO, logger="detector.pipeline"):
         det.detect(img, "img_1", proposals=proposals, proposals_s=0.731)
         first = det.last_timings
