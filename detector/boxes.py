@@ -134,8 +134,9 @@ def _nms_op():
                 if hasattr(torch.ops.torchvision, "nms"):
                     break
         except (OSError, RuntimeError, ImportError) as e:
-            log.debug("torchvision's extension library did not load directly (%s): importing torchvision", e)
+            log.debug("torchvision's extension library did not load directly: %s", e)
     if not hasattr(torch.ops.torchvision, "nms"):
+        log.debug("torchvision's NMS operator not registered by its library: importing torchvision.ops")
         importlib.import_module("torchvision.ops")  # registers the operator
     return torch.ops.torchvision.nms
 

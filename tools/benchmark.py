@@ -46,7 +46,8 @@ from tqdm import tqdm
 
 from detector import cpu
 from detector.bench import (bench_batch_sizes, bench_detect_command, bench_end_to_end, bench_folder,
-                             bench_folder_workers, bench_memory, bench_selective_search, compiled_ensemble, peak_rss_mb, replicated_ensemble)
+                             bench_folder_workers, bench_memory, bench_selective_search, compiled_ensemble,
+                             peak_rss_mb, replicated_ensemble)
 from detector.ceiling import ceilings, conv_rates, count_macs, floor_seconds
 from detector.classifier import Ensemble, batch_size_for, build_classifier, plain_lrn
 from detector.cli import UserError, run, setup_logging
