@@ -9,6 +9,11 @@ and AVX512-BF16, and this session's AMD EPYC (family 25 model 1, Zen 3) with AVX
   and slower than fp32, and ``model.backend=bf16`` warns.
 
 Read from ``/proc/cpuinfo`` (Linux); elsewhere the answers are None / unknown.
+
+Also whether other processes compete for the cores while the classifier runs (:func:`thread_times`,
+:func:`cpu_wait_share`): each runtime here splits every layer over its threads and waits for all of them, so one
+busy process beside a 2-thread classifier on 2 cores made it 3.5-4.9x slower, where one thread lost 0-20%
+(README "Speed", session 24). The pipeline measures it per image and says so.
 """
 from __future__ import annotations
 
@@ -17,7 +22,8 @@ import os
 import platform
 from pathlib import Path
 
-__all__ = ["cpu_flags", "cpu_model", "cpu_has_vnni", "bf16_supported", "describe", "summary"]
+__all__ = ["cpu_flags", "cpu_model", "cpu_has_vnni", "bf16_supported", "describe", "summary", "thread_times",
+           "cpu_wait_share"]
 
 # the flags the README's figures depend on, in the order describe() lists them
 KEY_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
@@ -74,3 +80,38 @@ def summary(machine: dict | None = None) -> str:
     this CPU) as "model, N CPUs, flags a, b"."""
     machine = machine or describe()
     return f"{machine['model']}, {machine['cpus']} CPUs, flags {', '.join(machine['flags'] or ['unknown'])}"
+
+
+def thread_times(task_dir: str | os.PathLike = "/proc/self/task") -> dict[str, tuple[float, float]] | None:
+    """Per thread of this process (thread id -> ``(on_cpu_s, waiting_s)``): the seconds it ran and the seconds it
+    was ready to run but waited for a CPU, from Linux's ``/proc/self/task/*/schedstat``. None where that is not
+    readable (not Linux, or a kernel without it). Threads that end while being read are left out."""
+    try:
+        tids = os.listdir(task_dir)
+    except OSError:
+        return None
+    out = {}
+    for tid in tids:
+        try:
+            fields = (Path(task_dir) / tid / "schedstat").read_text().split()
+            out[tid] = (int(fields[0]) / 1e9, int(fields[1]) / 1e9)
+        except (OSError, ValueError, IndexError):
+            continue
+    return out or None
+
+
+def cpu_wait_share(before: dict | None, after: dict | None, wall_s: float, min_share: float = 0.1) -> float | None:
+    """Of the time this process's working threads wanted a CPU between two :func:`thread_times` snapshots, the
+    share they spent waiting for one (0: they always had a core; 0.5: half the time they waited, e.g. a
+    2-thread network beside one busy process on 2 cores). Working threads: those that ran at least ``min_share``
+    of ``wall_s``; the others (pollers that wake, wait for a core and run for microseconds) would count waits
+    that cost nothing. None when either snapshot is missing or no thread worked."""
+    if not before or not after or wall_s <= 0:
+        return None
+    ran = waited = 0.0
+    for tid, (cpu1, wait1) in after.items():
+        cpu0, wait0 = before.get(tid, (0.0, 0.0))
+        if cpu1 - cpu0 >= min_share * wall_s:
+            ran += cpu1 - cpu0
+            waited += wait1 - wait0
+    return waited / (ran + waited) if ran > 0 else None

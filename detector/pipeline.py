@@ -22,6 +22,7 @@ import torch
 from proposals.cache import WHOLE_IMAGE, ProposalPrefetch, Proposer, make_proposer, whole_image_proposer
 
 from .boxes import as_boxes, batched_nms, clip_boxes, load_nms, valid_mask
+from .cpu import cpu_wait_share, thread_times
 from .classifier import Ensemble
 from .config import DetectConfig, ProposalConfig, WarpConfig
 from .structures import Detections
@@ -31,6 +32,10 @@ __all__ = ["Proposer", "whole_image_proposer", "make_proposer", "select_detectio
            "Detector", "WHOLE_IMAGE", "prefetch_proposals", "detect_in_workers"]
 
 log = logging.getLogger(__name__)
+
+# the share of their time the classifier's threads may wait for a CPU before the detector says other processes
+# are slowing it down (alone on the 2-core machine: 0-3%; beside one busy process: 44-48%; README "Speed")
+CPU_WAIT_WARN = 0.15
 
 def select_detections(boxes: np.ndarray, probs: np.ndarray, nms_threshold: float, score_threshold: float,
                       max_per_image: int) -> Detections:
@@ -65,6 +70,9 @@ class StageTimings:
     classify_s: float = 0.0
     postprocess_s: float = 0.0
     num_proposals: int = 0
+    # while classifying: the share of their time this process's working threads waited for a CPU (other
+    # processes on the cores; detector.cpu.cpu_wait_share); None where Linux's schedstat is not readable
+    cpu_wait_share: float | None = None
 
     @property
     def total_s(self) -> float:
@@ -79,6 +87,8 @@ class Detector:
     crop and post-processing settings. ``last_timings`` holds the stage times of the last call.
     """
 
+    MIN_WAIT_CHECK_S = 1.0  # shorter classifications are too short to judge the CPU wait by
+
     def __init__(self, proposer: Proposer, classifier: Ensemble, warp_cfg: WarpConfig,
                  detect_cfg: DetectConfig) -> None:
         self.proposer = proposer
@@ -86,6 +96,7 @@ class Detector:
         self.warp_cfg = warp_cfg
         self.detect_cfg = detect_cfg
         self.last_timings = StageTimings()
+        self._warned_cpu_wait = False
         load_nms()  # torchvision's NMS operator (1 ms), loaded here and not in the first image's "nms" time
 
     @property
@@ -139,19 +150,38 @@ class Detector:
             self.last_timings = t
             return Detections.empty()
         self.classifier.timings.reset()
+        threads0, tc = thread_times(), time.perf_counter()
         probs = self.classifier.classify_regions(                            # 2. warp + 3. ensemble
             prepare_image(image, self.classifier.preprocess), boxes, self.warp_cfg)
+        t.cpu_wait_share = cpu_wait_share(threads0, thread_times(), time.perf_counter() - tc)
         t.warp_s, t.classify_s = self.classifier.timings.warp_s, self.classifier.timings.classify_s
+        self._check_cpu_wait(t, name)
         t1 = time.perf_counter()
         dets = select_detections(boxes, probs, self.detect_cfg.nms_threshold,  # 4. NMS, threshold, top-k
                                  self.detect_cfg.score_threshold, self.detect_cfg.max_per_image)
         t.postprocess_s = time.perf_counter() - t1
         self.last_timings = t
         where = f"{t.proposals_worker_s:.2f} s in a worker" if in_worker else f"{t.proposals_s:.2f} s"
+        waited = ("" if t.cpu_wait_share is None or t.cpu_wait_share < 0.05
+                  else f"; its threads waited for a CPU {t.cpu_wait_share:.0%} of the time")
         log.info("%s: %d proposals (%s), warp %.2f s, classify %.2f s (%.0f regions/s), nms %.3f s "
-                 "-> %d detections", name or "image", t.num_proposals, where, t.warp_s,
-                 t.classify_s, t.num_proposals / max(t.classify_s, 1e-9), t.postprocess_s, len(dets))
+                 "-> %d detections%s", name or "image", t.num_proposals, where, t.warp_s,
+                 t.classify_s, t.num_proposals / max(t.classify_s, 1e-9), t.postprocess_s, len(dets), waited)
         return dets
+
+    def _check_cpu_wait(self, t: StageTimings, name: str | None) -> None:
+        """Warn, once per detector, when other processes kept the classifier's threads waiting for a CPU: with as
+        many threads as cores that slows every layer down (each waits for its slowest thread), 3.5-4.9x beside a
+        single busy process on the 2-core machine, where one thread was ~2x faster (README "Speed", session 24)."""
+        share = t.cpu_wait_share
+        if self._warned_cpu_wait or share is None or share < CPU_WAIT_WARN or t.classify_s < self.MIN_WAIT_CHECK_S:
+            return
+        self._warned_cpu_wait = True
+        log.warning("%s: the classifier's threads waited for a CPU %.0f%% of the time (other processes are using "
+                    "these cores; %d threads here). While that lasts, fewer threads than free cores (--threads N, "
+                    "model.threads) can be several times faster: beside one busy process on 2 cores, 1 thread "
+                    "classified ~2x faster than 2 (README \"Speed\")", name or "image", 100 * share,
+                    torch.get_num_threads())
 
 
 def prefetch_proposals(paths: Sequence[Path], cfg: ProposalConfig, whole_image: bool = False, workers: int = 1,

@@ -184,3 +184,40 @@ def test_the_benchmark_reads_the_log_line_detect_writes(caplog):
     assert [(g["image"], g["proposals"], g["in_worker"]) for g in got] == [("img_1", 3, False), ("img_2", 3, True)]
     assert got[0]["proposals_s"] == round(first.proposals_s, 2) and got[1]["proposals_s"] == 2.5
     assert got[0]["warp_s"] == round(first.warp_s, 2) and got[0]["classify_s"] == round(first.classify_s, 2)
+
+
+def test_detector_reports_and_warns_once_when_its_threads_wait_for_a_cpu(monkeypatch, caplog):
+    """Other processes on the cores (Linux schedstat, detector.cpu): the share of time the classifier's threads
+    waited is in ``last_timings`` and the log line; above CPU_WAIT_WARN one warning per detector says so."""
+    import detector.pipeline as pipeline
+    from detector.bench import parse_detect_log
+
+    snapshots = []  # (before, after) per image: thread -> (ran s, waited s)
+    monkeypatch.setattr(pipeline, "thread_times", lambda: snapshots.pop(0))
+    monkeypatch.setattr(Detector, "MIN_WAIT_CHECK_S", 0.0)
+    img = np.zeros((64, 64, 3), np.uint8)
+    det = _fixed_proposals_detector(np.array([[0, 0, 32, 32], [16, 16, 64, 64]], np.float32))
+    busy = [{"1": (0.0, 0.0), "2": (0.0, 0.0)}, {"1": (1.0, 1.0), "2": (1.0, 0.5)}]  # waited 1.5 of 3.5 s
+    quiet = [{"1": (0.0, 0.0)}, {"1": (1.0, 0.02)}]
+    with caplog.at_level(logging.INFO, logger="detector.pipeline"):
+        snapshots += busy + busy + quiet + [None, None]
+        for name in ("a", "b", "c", "d"):
+            det.detect(img, name)
+            if name == "a":
+                assert det.last_timings.cpu_wait_share == 1.5 / 3.5
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "waited for a CPU" in r.message]
+    assert len(warnings) == 1 and "a:" in warnings[0].message and "43%" in warnings[0].message
+    lines = {r.message.split(":")[0]: r.message for r in caplog.records if "proposals (" in r.message}
+    assert lines["a"].endswith("its threads waited for a CPU 43% of the time")
+    assert lines["b"].endswith("of the time")
+    assert "waited" not in lines["c"] and "waited" not in lines["d"]  # 2%: not reported; d: no schedstat
+    assert det.last_timings.cpu_wait_share is None
+    assert [r["image"] for r in parse_detect_log(caplog.text)] == ["a", "b", "c", "d"]
+    # a new detector warns again; a share under the threshold never does
+    det2 = _fixed_proposals_detector(np.array([[0, 0, 32, 32]], np.float32))
+    caplog.clear()
+    snapshots += [{"1": (0.0, 0.0)}, {"1": (1.0, 0.1)}]  # 9%: reported in the line, no warning
+    with caplog.at_level(logging.INFO, logger="detector.pipeline"):
+        det2.detect(img, "e")
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "waited for a CPU 9%" in caplog.text
