@@ -89,7 +89,7 @@ def bench_end_to_end(detector: Detector, paths: Sequence[Path], label: str = "")
         per_image.append({"image": str(p), "size": list(image.shape[:2]), "seconds": time.perf_counter() - t0,
                           "proposals": t.num_proposals, "proposals_s": t.proposals_s, "warp_s": t.warp_s,
                           "classify_s": t.classify_s, "postprocess_s": t.postprocess_s,
-                          "detections": len(dets)})
+                          "cpu_wait_share": t.cpu_wait_share, "detections": len(dets)})
     secs = [r["seconds"] for r in per_image]
     out = {"images": per_image, "mean_seconds_per_image": float(np.mean(secs)) if secs else None,
            "mean_proposals": float(np.mean([r["proposals"] for r in per_image])) if per_image else None}
@@ -117,14 +117,17 @@ def bench_folder(detector: Detector, paths: Sequence[Path], cfg: ProposalConfig,
 
 # the per-image line of Detector.detect's log (detector/pipeline.py), as tools/detect.py prints it on stderr
 _DETECT_LINE = re.compile(r"(\S+): (\d+) proposals \(([\d.]+) s( in a worker)?\), warp ([\d.]+) s, "
-                          r"classify ([\d.]+) s")
+                          r"classify ([\d.]+) s[^\n]*?(?:its threads waited for a CPU (\d+)% of the time)?$",
+                          re.MULTILINE)
 
 
 def parse_detect_log(text: str) -> list[dict]:
     """The per-image figures in a ``tools/detect.py`` log: image name, proposals, their seconds and whether a
-    worker process computed them, the warps' and the classification's seconds (rounded to 10 ms, as logged)."""
+    worker process computed them, the warps' and the classification's seconds (rounded to 10 ms, as logged), and
+    the share of time the classifier's threads waited for a CPU (logged from 5%, else 0.0)."""
     return [{"image": m[1], "proposals": int(m[2]), "proposals_s": float(m[3]), "in_worker": bool(m[4]),
-             "warp_s": float(m[5]), "classify_s": float(m[6])} for m in _DETECT_LINE.finditer(text)]
+             "warp_s": float(m[5]), "classify_s": float(m[6]), "cpu_wait_share": int(m[7] or 0) / 100}
+            for m in _DETECT_LINE.finditer(text)]
 
 
 def bench_detect_command(detect_py: Path, image: Path, args: Sequence[str], runs: int) -> dict:

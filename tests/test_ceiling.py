@@ -100,3 +100,37 @@ def test_benchmark_table_names_the_cpu_and_what_it_lacks(capsys):
     res["cpu"] = {**res["cpu"], "native_bf16": True}
     tool.print_table(res, "raccoon-70", 8, {"torch_int8": None})
     assert "emulated" not in capsys.readouterr().out
+
+
+def test_benchmark_end_to_end_row_says_when_other_processes_slowed_it(capsys):
+    """An end-to-end row whose classification waited for a CPU (detector.cpu) says so, with the worst image's
+    share; a row measured on free cores (or where Linux's schedstat is missing) is printed plain."""
+    from conftest import load_tool
+
+    tool = load_tool("benchmark")
+    res = {"warp_regions_per_s": {}, "cpu": {"model": "AMD EPYC", "cpus": 2, "flags": ["avx2"], "vnni": False,
+                                             "native_bf16": False},
+           "classification": {"naive": {"regions_per_s": 14.0}, "batch1": {"regions_per_s": 30.0},
+                              "batch": {"regions_per_s": 45.0}, "speedup_vs_naive": 45.0 / 14.0},
+           "end_to_end": {"mnn x1": {"images": [{"cpu_wait_share": 0.02}, {"cpu_wait_share": 0.49}],
+                                     "mean_proposals": 1127.0, "mean_seconds_per_image": 40.25},
+                          "mnn x3": {"images": [{"cpu_wait_share": 0.03}, {"cpu_wait_share": None}],
+                                     "mean_proposals": 1127.0, "mean_seconds_per_image": 55.0}}}
+    tool.print_table(res, "raccoon-70", 8, {})
+    out = capsys.readouterr().out
+    assert ("| end to end, mnn x1 model(s), 2 image(s), 1127 proposals | 40.2 s/image (other processes: its threads "
+            "waited for a CPU up to 49% of the time) |") in out
+    assert "| end to end, mnn x3 model(s), 2 image(s), 1127 proposals | 55.0 s/image |" in out
+    # the whole-command rows read the share from each run's log line (detector.bench.parse_detect_log)
+    del res["end_to_end"]
+    run = {"wall_s": 22.0, "warp_s": 0.3, "classify_s": 18.0, "in_worker": True, "proposals_s": 1.0}
+    res["detect_command"] = {"backend": "mnn",
+                             "early": [{**run, "cpu_wait_share": 0.0}, {**run, "cpu_wait_share": 0.2}],
+                             "late": [{**run, "cpu_wait_share": 0.0}], "early_median_wall_s": 22.0,
+                             "early_median_image_s": 18.3, "early_median_outside_s": 3.7, "late_median_wall_s": 22.0,
+                             "late_median_image_s": 18.3, "late_median_outside_s": 3.7}
+    tool.print_table(res, "raccoon-70", 8, {})
+    rows = [line for line in capsys.readouterr().out.splitlines() if "command" in line]
+    assert rows[0].endswith("3.70 s outside its warps and classification (other processes: its threads waited for a "
+                            "CPU up to 20% of the time) |")
+    assert rows[1].endswith("3.70 s outside its warps and classification |")

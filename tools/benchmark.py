@@ -242,6 +242,15 @@ def print_ceiling(res: dict, batch: int) -> None:
               f"{n / c[key]['regions_per_s']:.1f} s, at the ceiling {floor_seconds(gmac, n, best[runtime]):.1f} s |")
 
 
+def _busy_note(rows: list[dict]) -> str:
+    """What a row's figures suffered from other processes: the largest share of time the classifier's threads
+    waited for a CPU in ``rows`` (``cpu_wait_share``, detector.cpu), when 5% or more; else nothing."""
+    waits = [r["cpu_wait_share"] for r in rows if r.get("cpu_wait_share") is not None]
+    if not waits or max(waits) < 0.05:
+        return ""
+    return f" (other processes: its threads waited for a CPU up to {max(waits):.0%} of the time)"
+
+
 def print_table(res: dict, image_name: str, batch: int, extra: dict) -> None:
     """The figures as one markdown table (the README pastes it)."""
     machine = res.get("cpu") or cpu.describe()  # the CPU the figures were measured on
@@ -288,7 +297,7 @@ def print_table(res: dict, image_name: str, batch: int, extra: dict) -> None:
               f"{r['images']} images | {r['seconds_per_image']:.2f} s/image |")
     for k, e in res.get("end_to_end", {}).items():
         print(f"| end to end, {k} model(s), {len(e['images'])} image(s), {e['mean_proposals']:.0f} proposals "
-              f"| {e['mean_seconds_per_image']:.1f} s/image |")
+              f"| {e['mean_seconds_per_image']:.1f} s/image{_busy_note(e['images'])} |")
     folder = res.get("folder", [])
     for w in (0, 1):
         rows = [f for f in folder if f.get("overlap_workers") == w]
@@ -309,7 +318,7 @@ def print_table(res: dict, image_name: str, batch: int, extra: dict) -> None:
             print(f"| `tools/detect.py` command, {c['backend']}, {label}, {len(rows)} runs | "
                   f"{c[f'{mode}_median_wall_s']:.1f} s wall (median; start-up and loading included), "
                   f"{c[f'{mode}_median_image_s']:.1f} s for the image, "
-                  f"{c[f'{mode}_median_outside_s']:.2f} s outside its warps and classification |")
+                  f"{c[f'{mode}_median_outside_s']:.2f} s outside its warps and classification{_busy_note(rows)} |")
     for m in res.get("memory", []):
         print(f"| peak RSS after {m['regions']} regions | {m['peak_rss_mb']:.0f} MiB |")
 
