@@ -14,7 +14,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -118,13 +118,15 @@ class Detector:
         return boxes[ok]
 
     def detect(self, image: np.ndarray, name: str | None = None, proposals: np.ndarray | None = None,
-               proposals_s: float = 0.0, in_worker: bool = False) -> Detections:
+               proposals_s: float = 0.0, in_worker: bool = False,
+               progress: Callable[[int, int], None] | None = None) -> Detections:
         """RGB uint8 ``[H, W, 3]`` -> :class:`Detections` (xyxy boxes, scores, labels into ``classes``).
 
         ``proposals``: boxes already computed for this image (e.g. by :func:`prefetch_proposals`); they are
         clipped and filtered like the proposer's own. ``proposals_s``: the seconds computing them took, so that
         the log and ``last_timings`` report the proposer's time; ``in_worker``: they were spent in a worker
-        process while this one did other work (``proposals_worker_s``, outside ``total_s``)."""
+        process while this one did other work (``proposals_worker_s``, outside ``total_s``). ``progress``: called
+        after each batch with (regions classified in it, regions of the image), e.g. to draw a progress bar."""
         t = StageTimings()
         if proposals is not None:
             if in_worker:
@@ -152,7 +154,8 @@ class Detector:
         self.classifier.timings.reset()
         threads0, tc = thread_times(), time.perf_counter()
         probs = self.classifier.classify_regions(                            # 2. warp + 3. ensemble
-            prepare_image(image, self.classifier.preprocess), boxes, self.warp_cfg)
+            prepare_image(image, self.classifier.preprocess), boxes, self.warp_cfg,
+            progress=None if progress is None else (lambda k: progress(k, len(boxes))))
         t.cpu_wait_share = cpu_wait_share(threads0, thread_times(), time.perf_counter() - tc)
         t.warp_s, t.classify_s = self.classifier.timings.warp_s, self.classifier.timings.classify_s
         self._check_cpu_wait(t, name)

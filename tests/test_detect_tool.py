@@ -263,3 +263,31 @@ def test_the_command_leaves_without_teardown_and_loses_nothing(tmp_path, overlap
     assert [im.image_id for im in got.images] == ["rgb", "gray"]
     assert len(done.stdout.splitlines()) == sum(len(im.detections) for im in got.images) > 0
     assert sorted(p.name for p in (tmp_path / "pics").iterdir()) == ["gray.png", "rgb.jpg"]
+
+
+def test_region_progress_draws_one_bar_per_image_and_closes_it(monkeypatch):
+    """tools/detect.py's regions bar: created at the first batch with the image's total, advanced by each batch,
+    closed (removed, leave=False) with the last one, and only on a terminal unless told (disable=None)."""
+    tool = load_tool("detect")
+    bars = []
+
+    class FakeBar:
+        def __init__(self, **kw):
+            self.kw, self.n, self.closed = kw, 0, False
+            bars.append(self)
+
+        def update(self, k):
+            self.n += k
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(tool, "tqdm", FakeBar)
+    update = tool.region_progress("raccoon-70")
+    update(16, 40)
+    update(16, 40)
+    assert len(bars) == 1 and bars[0].n == 32 and not bars[0].closed
+    update(8, 40)
+    assert bars[0].n == 40 and bars[0].closed
+    assert bars[0].kw["total"] == 40 and bars[0].kw["desc"] == "raccoon-70 regions"
+    assert bars[0].kw["leave"] is False and bars[0].kw["disable"] is None

@@ -126,7 +126,7 @@ def test_max_proposals_classifies_the_first_n():
     seen = []
     ens = colour_ensemble(batch_size=3)
     classify = ens.classify_regions
-    ens.classify_regions = lambda img_, boxes, warp: seen.append(len(boxes)) or classify(img_, boxes, warp)
+    ens.classify_regions = lambda img_, boxes, warp, **kw: seen.append(len(boxes)) or classify(img_, boxes, warp, **kw)
     warp = WarpConfig(size=16, context_pad=2)
     full = Detector(lambda im, name=None: proposals, ens, warp, DetectConfig(score_threshold=0.5)).detect(img)
     det = Detector(lambda im, name=None: proposals, ens, warp, DetectConfig(score_threshold=0.5, max_proposals=3))
@@ -222,3 +222,13 @@ def test_detector_reports_and_warns_once_when_its_threads_wait_for_a_cpu(monkeyp
         det2.detect(img, "e")
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]
     assert "waited for a CPU 9%" in caplog.text
+
+
+def test_detect_reports_its_progress_batch_by_batch():
+    """``progress(done, total)`` after each batch of the classifier: 5 regions in batches of 2 -> 2, 2, 1 of 5."""
+    proposals = np.array([[0, 0, 32, 32], [8, 8, 40, 40], [16, 16, 48, 48], [0, 32, 32, 64], [32, 0, 64, 32]],
+                         np.float32)
+    calls = []
+    _fixed_proposals_detector(proposals).detect(np.zeros((64, 64, 3), np.uint8), "p",
+                                                progress=lambda k, n: calls.append((k, n)))
+    assert calls == [(2, 5), (2, 5), (1, 5)]

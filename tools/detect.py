@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 # Only modules that do not import torch up here: main() starts the first image's proposals in a worker process
 # before it imports the network code (detector.classifier, detector.pipeline; ~2 s) and builds the classifier.
@@ -141,30 +142,49 @@ def main(argv: list[str] | None = None) -> int:
         detector = Detector(make_proposer(cfg.proposals, whole_image=args.whole_image), classifier, cfg.warp,
                             cfg.detect)
         stream = _detect_here(detector, prefetch)
-    for path, image, dets, err in tqdm(stream, total=len(images), desc="images", unit="img", file=sys.stderr,
-                                       disable=len(images) < 2):
-        if err is not None:
-            if not isinstance(err, USER_ERRORS):
-                raise err
-            failures += 1
-            tqdm.write(f"error: {_one_line(err)}", file=sys.stderr)
-            continue
-        if path.stem in results:
-            log.warning("%s: a second image with stem %r; its detections replace the first's in --json/"
-                        "--submission", path, path.stem)
-        results[path.stem] = dets
-        paths[path.stem] = path
-        sizes[path.stem] = (image.shape[1], image.shape[0])
-        for box, score, label in zip(dets.boxes, dets.scores, dets.labels):
-            print(f"{path}\t{names[int(label)]}\t{float(score):.4f}\t"
-                  f"{box[0]:.1f} {box[1]:.1f} {box[2]:.1f} {box[3]:.1f}", flush=True)
-        if args.out:
-            suffix = ".png" if path.suffix.lower() == ".png" else ".jpg"
-            save_detections_image(image, dets, names, Path(args.out) / f"{path.stem}{suffix}")
+    with logging_redirect_tqdm():  # log lines above the progress bars, not through them
+        for path, image, dets, err in tqdm(stream, total=len(images), desc="images", unit="img", file=sys.stderr,
+                                           disable=len(images) < 2):
+            if err is not None:
+                if not isinstance(err, USER_ERRORS):
+                    raise err
+                failures += 1
+                tqdm.write(f"error: {_one_line(err)}", file=sys.stderr)
+                continue
+            if path.stem in results:
+                log.warning("%s: a second image with stem %r; its detections replace the first's in --json/"
+                            "--submission", path, path.stem)
+            results[path.stem] = dets
+            paths[path.stem] = path
+            sizes[path.stem] = (image.shape[1], image.shape[0])
+            for box, score, label in zip(dets.boxes, dets.scores, dets.labels):
+                print(f"{path}\t{names[int(label)]}\t{float(score):.4f}\t"
+                      f"{box[0]:.1f} {box[1]:.1f} {box[2]:.1f} {box[3]:.1f}", flush=True)
+            if args.out:
+                suffix = ".png" if path.suffix.lower() == ".png" else ".jpg"
+                save_detections_image(image, dets, names, Path(args.out) / f"{path.stem}{suffix}")
     write_outputs(args, results, sizes, paths, classes, names, val_index)
     log.info("%d image(s) processed, %d failed, %d detections", len(results), failures,
              sum(len(d) for d in results.values()))
     return 1 if failures else 0
+
+
+def region_progress(name: str, disable: bool | None = None):
+    """A ``progress(done, total)`` callback for ``Detector.detect``: the image's regions as a progress bar on
+    stderr (an image takes ~10-60 s on a 2-core CPU), under the images bar, removed when its last batch is done.
+    ``disable`` None: drawn on a terminal only, so logs and pipes get the per-image line alone."""
+    bar = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=f"{name} regions", unit="region", leave=False, file=sys.stderr,
+                       disable=disable)
+        bar.update(done)
+        if bar.n >= total:
+            bar.close()
+
+    return update
 
 
 def _detect_here(detector, prefetch: ProposalPrefetch):
@@ -176,7 +196,7 @@ def _detect_here(detector, prefetch: ProposalPrefetch):
             if err is None:
                 try:
                     dets = detector.detect(image, path.stem, proposals=boxes, proposals_s=seconds,
-                                           in_worker=prefetch.last_from_worker)
+                                           in_worker=prefetch.last_from_worker, progress=region_progress(path.stem))
                 except USER_ERRORS as e:
                     err = e
             yield (path, None, None, err) if err is not None else (path, image, dets, None)
