@@ -22,9 +22,9 @@ import torch
 from proposals.cache import WHOLE_IMAGE, ProposalPrefetch, Proposer, make_proposer, whole_image_proposer
 
 from .boxes import as_boxes, batched_nms, clip_boxes, load_nms, valid_mask
-from .cpu import cpu_wait_share, thread_times
 from .classifier import Ensemble
 from .config import DetectConfig, ProposalConfig, WarpConfig
+from .cpu import cpu_wait_share, thread_times
 from .structures import Detections
 from .warp import prepare_image
 
@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 # the share of their time the classifier's threads may wait for a CPU before the detector says other processes
 # are slowing it down (alone on the 2-core machine: 0-3%; beside one busy process: 44-48%; README "Speed")
 CPU_WAIT_WARN = 0.15
+
 
 def select_detections(boxes: np.ndarray, probs: np.ndarray, nms_threshold: float, score_threshold: float,
                       max_per_image: int) -> Detections:
@@ -181,10 +182,9 @@ class Detector:
             return
         self._warned_cpu_wait = True
         log.warning("%s: the classifier's threads waited for a CPU %.0f%% of the time (other processes are using "
-                    "these cores; %d threads here). While that lasts, fewer threads than free cores (--threads N, "
-                    "model.threads) can be several times faster: beside one busy process on 2 cores, 1 thread "
-                    "classified ~2x faster than 2 (README \"Speed\")", name or "image", 100 * share,
-                    torch.get_num_threads())
+                    "these cores). While that lasts, fewer threads than free cores (--threads N, model.threads) can "
+                    "be several times faster: beside one busy process on 2 cores, 1 thread classified ~2x faster "
+                    "than 2 (README \"Speed\")", name or "image", 100 * share)
 
 
 def prefetch_proposals(paths: Sequence[Path], cfg: ProposalConfig, whole_image: bool = False, workers: int = 1,
