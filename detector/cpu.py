@@ -12,7 +12,7 @@ Read from ``/proc/cpuinfo`` (Linux); elsewhere the answers are None / unknown.
 
 Also whether other processes compete for the cores while the classifier runs (:func:`thread_times`,
 :func:`cpu_wait_share`): each runtime here splits every layer over its threads and waits for all of them, so one
-busy process beside a 2-thread classifier on 2 cores made it 3.5-4.9x slower, where one thread lost 0-20%
+busy process beside a 2-thread classifier on 2 cores made it 3.5-5.2x slower, where one thread lost 0-23%
 (README "Speed", session 24). The pipeline measures it per image and says so.
 """
 from __future__ import annotations

@@ -175,7 +175,7 @@ class Detector:
 
     def _check_cpu_wait(self, t: StageTimings, name: str | None) -> None:
         """Warn, once per detector, when other processes kept the classifier's threads waiting for a CPU: with as
-        many threads as cores that slows every layer down (each waits for its slowest thread), 3.5-4.9x beside a
+        many threads as cores that slows every layer down (each waits for its slowest thread), 3.5-5.2x beside a
         single busy process on the 2-core machine, where one thread was ~2x faster (README "Speed", session 24)."""
         share = t.cpu_wait_share
         if self._warned_cpu_wait or share is None or share < CPU_WAIT_WARN or t.classify_s < self.MIN_WAIT_CHECK_S:
