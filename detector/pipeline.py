@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 # the share of their time the classifier's threads may wait for a CPU before the detector says other processes
 # are slowing it down (alone on the 2-core machine: 0-3%; beside one busy process: 44-48%; README "Speed")
 CPU_WAIT_WARN = 0.15
+CPU_WAIT_REPORT = 0.05  # from this share on, the per-image log line (and the benchmark's rows) give it
 
 
 def select_detections(boxes: np.ndarray, probs: np.ndarray, nms_threshold: float, score_threshold: float,
@@ -166,7 +167,7 @@ class Detector:
         t.postprocess_s = time.perf_counter() - t1
         self.last_timings = t
         where = f"{t.proposals_worker_s:.2f} s in a worker" if in_worker else f"{t.proposals_s:.2f} s"
-        waited = ("" if t.cpu_wait_share is None or t.cpu_wait_share < 0.05
+        waited = ("" if t.cpu_wait_share is None or t.cpu_wait_share < CPU_WAIT_REPORT
                   else f"; its threads waited for a CPU {t.cpu_wait_share:.0%} of the time")
         log.info("%s: %d proposals (%s), warp %.2f s, classify %.2f s (%.0f regions/s), nms %.3f s "
                  "-> %d detections%s", name or "image", t.num_proposals, where, t.warp_s,

@@ -53,7 +53,7 @@ from detector.classifier import Ensemble, batch_size_for, build_classifier, plai
 from detector.cli import UserError, run, setup_logging
 from detector.config import config_to_dict, load_config
 from detector.imageio import IMAGE_EXTENSIONS, read_image
-from detector.pipeline import Detector, make_proposer
+from detector.pipeline import CPU_WAIT_REPORT, Detector, make_proposer
 from detector.warp import SAMPLERS, prepare_image, warp_prepared, warp_region_reference
 
 log = logging.getLogger("benchmark")
@@ -244,9 +244,9 @@ def print_ceiling(res: dict, batch: int) -> None:
 
 def _busy_note(rows: list[dict]) -> str:
     """What a row's figures suffered from other processes: the largest share of time the classifier's threads
-    waited for a CPU in ``rows`` (``cpu_wait_share``, detector.cpu), when 5% or more; else nothing."""
+    waited for a CPU in ``rows`` (``cpu_wait_share``, detector.cpu), from ``CPU_WAIT_REPORT`` (5%); else nothing."""
     waits = [r["cpu_wait_share"] for r in rows if r.get("cpu_wait_share") is not None]
-    if not waits or max(waits) < 0.05:
+    if not waits or max(waits) < CPU_WAIT_REPORT:
         return ""
     return f" (other processes: its threads waited for a CPU up to {max(waits):.0%} of the time)"
 
