@@ -112,7 +112,8 @@ def bench_folder(detector: Detector, paths: Sequence[Path], cfg: ProposalConfig,
         n += 1
     wall = time.perf_counter() - t0
     log.info("folder of %d images, overlap workers %d: %.1f s (%.2f s/image)", n, overlap_workers, wall, wall / n)
-    return {"images": n, "overlap_workers": overlap_workers, "seconds": wall, "seconds_per_image": wall / n}
+    return {"images": n, "overlap_workers": overlap_workers, "seconds": wall, "seconds_per_image": wall / n,
+            "backend": detector.classifier.backend}
 
 
 # the per-image line of Detector.detect's log (detector/pipeline.py), as tools/detect.py prints it on stderr
@@ -174,7 +175,8 @@ def bench_folder_workers(classifier: Ensemble, cfg, paths: Sequence[Path], worke
         n += 1
     wall = time.perf_counter() - t0
     log.info("folder of %d images, %d image workers: %.1f s (%.2f s/image)", n, workers, wall, wall / n)
-    return {"images": n, "image_workers": workers, "seconds": wall, "seconds_per_image": wall / n}
+    return {"images": n, "image_workers": workers, "seconds": wall, "seconds_per_image": wall / n,
+            "backend": classifier.backend}
 
 
 def profile_onnx(onnx_path: Path, regions: np.ndarray, batch: int = 8, threads: int = 2, rounds: int = 8,

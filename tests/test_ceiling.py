@@ -92,13 +92,13 @@ def test_benchmark_table_names_the_cpu_and_what_it_lacks(capsys):
            "classification": {"naive": rate, "batch1": rate, "batch": rate, "speedup_vs_naive": 1.0,
                               "batch_bf16": rate, "speedup_bf16_vs_naive": 1.0,
                               "torch_int8": {"regions_per_s": 20.0, "batch_size": 16}, "speedup_torch_int8_vs_naive": 2.0}}
-    tool.print_table(res, "raccoon-70", 8, {"torch_int8": None})
+    tool.print_table(res)
     out = capsys.readouterr().out
     assert out.startswith("CPU: AMD EPYC, 2 CPUs, flags avx2, fma\n")
     assert "bf16 autocast channels-last (no native bf16 on this CPU: emulated) | 10.0 (1.00x naive) |" in out
     assert "| warp + classify, batch 16, torch int8 (oneDNN, fused uint8 LRN), 7-bit weights | 20.0 (2.00x naive) |" in out
     res["cpu"] = {**res["cpu"], "native_bf16": True}
-    tool.print_table(res, "raccoon-70", 8, {"torch_int8": None})
+    tool.print_table(res)
     assert "emulated" not in capsys.readouterr().out
 
 
@@ -116,7 +116,7 @@ def test_benchmark_end_to_end_row_says_when_other_processes_slowed_it(capsys):
                                      "mean_proposals": 1127.0, "mean_seconds_per_image": 40.25},
                           "mnn x3": {"images": [{"cpu_wait_share": 0.03}, {"cpu_wait_share": None}],
                                      "mean_proposals": 1127.0, "mean_seconds_per_image": 55.0}}}
-    tool.print_table(res, "raccoon-70", 8, {})
+    tool.print_table(res)
     out = capsys.readouterr().out
     assert ("| end to end, mnn x1 model(s), 2 image(s), 1127 proposals | 40.2 s/image (other processes: its threads "
             "waited for a CPU up to 49% of the time) |") in out
@@ -129,7 +129,7 @@ def test_benchmark_end_to_end_row_says_when_other_processes_slowed_it(capsys):
                              "late": [{**run, "cpu_wait_share": 0.0}], "early_median_wall_s": 22.0,
                              "early_median_image_s": 18.3, "early_median_outside_s": 3.7, "late_median_wall_s": 22.0,
                              "late_median_image_s": 18.3, "late_median_outside_s": 3.7}
-    tool.print_table(res, "raccoon-70", 8, {})
+    tool.print_table(res)
     rows = [line for line in capsys.readouterr().out.splitlines() if "command" in line]
     assert rows[0].endswith("3.70 s outside its warps and classification (other processes: its threads waited for a "
                             "CPU up to 20% of the time) |")

@@ -48,6 +48,7 @@ from detector import cpu
 from detector.bench import (bench_batch_sizes, bench_detect_command, bench_end_to_end, bench_folder,
                              bench_folder_workers, bench_memory, bench_selective_search, compiled_ensemble,
                              peak_rss_mb, replicated_ensemble)
+from detector.bench_report import extra_methods, load_result, method_labels, plot_benchmark
 from detector.ceiling import ceilings, conv_rates, count_macs, floor_seconds
 from detector.classifier import Ensemble, batch_size_for, build_classifier, plain_lrn
 from detector.cli import UserError, run, setup_logging
@@ -108,6 +109,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--command-backend", default=None,
                     help="model.backend of those commands (default: the config's)")
     ap.add_argument("--json", help="write the figures here")
+    ap.add_argument("--plot", help="draw the figures as a PNG here (region classification, end to end by stage, "
+                    "the batch sweep, the folder; the issue's targets as dashed lines)")
+    ap.add_argument("--from-json", metavar="JSON",
+                    help="measure nothing: print the table of a saved --json result (and draw it with --plot)")
     ap.add_argument("-v", "--verbose", action="store_true")
     return ap.parse_args(argv)
 
@@ -251,40 +256,27 @@ def _busy_note(rows: list[dict]) -> str:
     return f" (other processes: its threads waited for a CPU up to {max(waits):.0%} of the time)"
 
 
-def print_table(res: dict, image_name: str, batch: int, extra: dict) -> None:
-    """The figures as one markdown table (the README pastes it)."""
+def print_table(res: dict) -> None:
+    """The figures as one markdown table (the README pastes it); from the result alone, so that a saved JSON
+    prints the same table (``--from-json``)."""
     machine = res.get("cpu") or cpu.describe()  # the CPU the figures were measured on
     print(f"CPU: {cpu.summary(machine)}")
-    print(f"| measurement ({image_name}, {torch.get_num_threads()} threads) | regions/s |")
+    c, labels = res["classification"], method_labels(res)
+    batch = c["batch"].get("batch_size", "?")
+    print(f"| measurement ({res.get('image', '?')}, {res.get('threads', '?')} threads) | regions/s |")
     print("|---|---|")
-    for name, v in res["warp_regions_per_s"].items():
+    for name, v in res.get("warp_regions_per_s", {}).items():
         print(f"| warp only, sampler {name}, batch {batch} | {v:.0f} |")
-    c = res["classification"]
-    print(f"| naive: cv2 crop+resize, 1 region per eager fp32 forward | {c['naive']['regions_per_s']:.1f} |")
-    print(f"| warp + classify, batch 1, fp32 channels-last | {c['batch1']['regions_per_s']:.1f} |")
-    print(f"| warp + classify, batch {batch}, fp32 channels-last | {c['batch']['regions_per_s']:.1f} "
-          f"({c['speedup_vs_naive']:.2f}x naive) |")
+    print(f"| {labels['naive']} | {c['naive']['regions_per_s']:.1f} |")
+    if "batch1" in c:
+        print(f"| {labels['batch1']} | {c['batch1']['regions_per_s']:.1f} |")
+    print(f"| {labels['batch']} | {c['batch']['regions_per_s']:.1f} ({c['speedup_vs_naive']:.2f}x naive) |")
     if "batch_bf16" in c:
-        emulated = "" if machine["native_bf16"] else " (no native bf16 on this CPU: emulated)"
-        print(f"| warp + classify, batch {batch}, bf16 autocast channels-last{emulated} | "
+        emulated = "" if machine.get("native_bf16", True) else " (no native bf16 on this CPU: emulated)"
+        print(f"| {labels['batch_bf16']}{emulated} | "
               f"{c['batch_bf16']['regions_per_s']:.1f} ({c['speedup_bf16_vs_naive']:.2f}x naive) |")
-    labels = {"onnx": "ONNX Runtime fp32", "onnx_int8": "ONNX Runtime int8", "compile": "torch.compile fp32",
-              "onnx_int8_1thread": "ONNX Runtime int8, 1 thread",
-              "eager_torch_lrn": "fp32 channels-last, LRN as torch operators",
-              "eager_modules": "fp32 channels-last, torch's convolution and pooling modules",
-              "eager_direct": "fp32 channels-last, fused convolutions without Winograd",
-              "onnx_no_winograd": "ONNX Runtime fp32, conv2 in ONNX Runtime too (no Winograd)",
-              "onnx_graph_lrn": "ONNX Runtime fp32, LRN as graph operators",
-              "onnx_int8_graph_lrn": "ONNX Runtime int8, LRN as graph operators",
-              "torch_int8": "torch int8 (oneDNN, fused uint8 LRN)",
-              "mnn": "MNN fp32 (inception blocks in MNN; conv1 ONNX Runtime, conv2 torch Winograd)"}
-    if res.get("int8_weight_bits"):
-        for k in ("onnx_int8", "onnx_int8_1thread", "onnx_int8_graph_lrn", "torch_int8"):
-            labels[k] += f", {res['int8_weight_bits']}-bit weights"
-    if "onnx" in extra and "Winograd" in getattr(extra["onnx"].members[0], "source", ""):
-        labels["onnx"] += ", conv2 in torch (Winograd)"
-    for be in extra:
-        print(f"| warp + classify, batch {c[be].get('batch_size', batch)}, {labels.get(be, be)} | "
+    for be in extra_methods(res):
+        print(f"| warp + classify, batch {c[be].get('batch_size', batch)}, {labels[be]} | "
               f"{c[be]['regions_per_s']:.1f} ({c[f'speedup_{be}_vs_naive']:.2f}x naive) |")
     sweep_labels = {"eager": "fp32 channels-last", "bf16": "bf16 autocast", **labels}
     for name, sweep in res.get("batch_sweep", {}).items():
@@ -323,9 +315,27 @@ def print_table(res: dict, image_name: str, batch: int, extra: dict) -> None:
         print(f"| peak RSS after {m['regions']} regions | {m['peak_rss_mb']:.0f} MiB |")
 
 
+def report(res: dict, args: argparse.Namespace) -> None:
+    """Print the table, then write the JSON and the chart where asked."""
+    print_table(res)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(res, indent=1))
+        log.info("wrote %s", args.json)
+    if args.plot:
+        log.info("wrote %s", plot_benchmark(res, args.plot))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
+    if args.from_json:
+        try:
+            res = load_result(args.from_json)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        report(res, args)
+        return 0
     if args.command_runs > 0 and not args.image:
         raise UserError("--command-runs needs --image (the photo tools/detect.py is run on)")
     overrides = list(args.overrides)
@@ -412,6 +422,8 @@ def main(argv: list[str] | None = None) -> int:
                                                             weight_bits=cfg.model.int8_weight_bits),
                                        batch_size=batch_size_for("torch_int8", args.batch_size or cfg.model.batch_size),
                                        channels_last=True, backend="torch_int8")
+    # the onnx row's conv2 segment in torch (Winograd) or not: the table's label says which
+    res["onnx_conv2_winograd"] = "onnx" in extra and "Winograd" in getattr(extra["onnx"].members[0], "source", "")
     if args.compile:
         try:  # inductor needs a working C++ toolchain; its absence is reported, not fatal
             comp = compiled_ensemble(ens)
@@ -481,11 +493,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                        args.command_runs)}
     res["load_end"] = os.getloadavg()
     log.info("load average at end: %.2f %.2f %.2f", *res["load_end"])
-    print_table(res, image_name, batch, extra)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(res, indent=1))
-        log.info("wrote %s", args.json)
+    report(res, args)
     return 0
 
 

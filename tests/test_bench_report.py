@@ -1,0 +1,138 @@
+"""detector.bench_report: the figures a saved benchmark result charts (by hand), its labels, loading a JSON
+(bad files refused), the PNG, and ``tools/benchmark.py --from-json`` printing and drawing a saved run."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from detector.bench_report import chart_data, extra_methods, load_result, method_labels, plot_benchmark
+
+
+def _rate(r: float, batch: int | None = None) -> dict:
+    return {"regions_per_s": r, **({"batch_size": batch} if batch else {})}
+
+
+def _result() -> dict:
+    """A result as tools/benchmark.py writes it, with round figures whose chart is worked out by hand below."""
+    img = {"size": [375, 500], "proposals": 1000, "postprocess_s": 0.01, "cpu_wait_share": None, "detections": 5}
+    return {
+        "image": "raccoon-70", "num_boxes": 1000, "threads": 2, "int8_weight_bits": 7,
+        "cpu": {"model": "AMD EPYC", "cpus": 2, "flags": ["avx2", "fma"], "vnni": False, "native_bf16": False},
+        "warp_regions_per_s": {"cv2": 3000.0},
+        "classification": {"naive": _rate(10.0), "batch1": _rate(20.0), "batch": _rate(40.0, 8),
+                           "batch_bf16": _rate(5.0), "speedup_vs_naive": 4.0, "speedup_bf16_vs_naive": 0.5,
+                           "onnx": _rate(50.0, 16), "speedup_onnx_vs_naive": 5.0,
+                           "torch_int8": _rate(90.0, 16), "speedup_torch_int8_vs_naive": 9.0},
+        "onnx_conv2_winograd": True,
+        "end_to_end": {
+            "eager x1": {"images": [{**img, "seconds": 22.0, "proposals_s": 1.0, "warp_s": 0.5, "classify_s": 20.0},
+                                    {**img, "seconds": 26.0, "proposals_s": 2.0, "warp_s": 0.5, "classify_s": 23.0}],
+                         "mean_seconds_per_image": 24.0, "mean_proposals": 1000.0},
+            "torch_int8 x1": {"images": [{**img, "seconds": 12.0, "proposals_s": 1.0, "warp_s": 0.5,
+                                          "classify_s": 10.0}], "mean_seconds_per_image": 12.0,
+                              "mean_proposals": 1000.0}},
+        "batch_sweep": {"eager": {"1": 20.0, "8": 40.0}, "torch_int8": {"1": 50.0, "8": 90.0}},
+        "folder": [{"images": 4, "overlap_workers": 0, "seconds_per_image": 13.0, "backend": "torch_int8"},
+                   {"images": 4, "overlap_workers": 1, "seconds_per_image": 12.0, "backend": "torch_int8"},
+                   {"images": 4, "image_workers": 2, "seconds_per_image": 12.5, "backend": "torch_int8"},
+                   {"images": 4, "overlap_workers": 0, "seconds_per_image": 11.7, "backend": "torch_int8"},
+                   {"images": 4, "overlap_workers": 1, "seconds_per_image": 12.2, "backend": "torch_int8"},
+                   {"images": 4, "image_workers": 2, "seconds_per_image": 11.9, "backend": "torch_int8"}],
+        "detect_command": {"backend": "mnn",
+                           "early": [{"wall_s": 22.0, "warp_s": 0.3, "classify_s": 18.0},
+                                     {"wall_s": 25.0, "warp_s": 0.4, "classify_s": 19.0},
+                                     {"wall_s": 23.0, "warp_s": 0.2, "classify_s": 20.0}],
+                           "late": [{"wall_s": 24.0, "warp_s": 0.3, "classify_s": 19.0}],
+                           "early_median_wall_s": 23.0, "early_median_image_s": 19.4, "early_median_outside_s": 3.6,
+                           "late_median_wall_s": 24.0, "late_median_image_s": 19.3, "late_median_outside_s": 4.7},
+        "memory": [{"regions": 256, "peak_rss_mb": 1300.0}],
+    }
+
+
+def test_chart_data_by_hand():
+    d = chart_data(_result())
+    # fastest first; x naive = rate / 10; precision from the method
+    assert d["classification"] == [("torch_int8", 90.0, 9.0, "int8"), ("onnx", 50.0, 5.0, "fp32"),
+                                   ("batch", 40.0, 4.0, "fp32"), ("batch1", 20.0, 2.0, "fp32"),
+                                   ("naive", 10.0, 1.0, "naive"), ("batch_bf16", 5.0, 0.5, "bf16")]
+    assert d["targets"] == {"fp32": 20.0, "int8": 50.0}  # 2x and 5x the naive 10 regions/s
+    # eager x1: means 1.5 / 0.5 / 21.5 s, and the rest of the mean 24 s is "other": 0.5 s
+    e2e = {r[0]: r for r in d["end_to_end"]}
+    assert e2e["eager x1"] == pytest.approx(("eager x1", 1.5, 0.5, 21.5, 0.5, "fp32"))
+    assert e2e["torch_int8 x1"][1:5] == pytest.approx((1.0, 0.5, 10.0, 0.5)) and e2e["torch_int8 x1"][5] == "int8"
+    # the command row: the median of warp + classify (18.3, 19.4, 20.2) is 19.4; the rest of the 23 s wall
+    assert e2e["detect.py command (mnn)"][1:5] == pytest.approx((0.0, 0.0, 19.4, 3.6))
+    assert e2e["detect.py --no-early-proposals (mnn)"][1:5] == pytest.approx((0.0, 0.0, 19.3, 4.7))
+    assert d["batch_sweep"] == {"eager": ([1, 8], [20.0, 40.0]), "torch_int8": ([1, 8], [50.0, 90.0])}
+    # the best of the two rounds each; the target is one by one's best / 1.3
+    assert d["folder"] == [("one by one", 11.7), ("Selective Search overlap (1 worker)", 12.0),
+                           ("2 image workers", 11.9)]
+    assert d["folder_target"] == pytest.approx(9.0) and d["folder_backend"] == "torch_int8"
+
+
+def test_chart_data_of_a_run_that_measured_only_the_rates():
+    res = {"classification": {"naive": _rate(10.0), "batch": _rate(30.0, 8), "speedup_vs_naive": 3.0}}
+    d = chart_data(res)
+    assert [r[0] for r in d["classification"]] == ["batch", "naive"]
+    assert not {"end_to_end", "batch_sweep", "folder", "folder_target"} & set(d)
+
+
+def test_method_labels_name_batch_int8_bits_and_winograd():
+    res = _result()
+    labels = method_labels(res)
+    assert list(labels) == ["naive", "batch1", "batch", "batch_bf16", "onnx", "torch_int8"]
+    assert labels["batch"] == "warp + classify, batch 8, fp32 channels-last"
+    assert labels["torch_int8"] == "torch int8 (oneDNN, fused uint8 LRN), 7-bit weights"
+    assert labels["onnx"] == "ONNX Runtime fp32, conv2 in torch (Winograd)"
+    assert extra_methods(res) == ["onnx", "torch_int8"]
+    res["int8_weight_bits"], res["onnx_conv2_winograd"] = None, False  # a VNNI machine's 8 bits: no suffix
+    labels = method_labels(res)
+    assert labels["torch_int8"] == "torch int8 (oneDNN, fused uint8 LRN)" and labels["onnx"] == "ONNX Runtime fp32"
+
+
+def test_load_result_round_trip_and_bad_files(tmp_path):
+    good = tmp_path / "bench.json"
+    good.write_text(json.dumps(_result()))
+    assert load_result(good) == _result()
+    bad = tmp_path / "truncated.json"
+    bad.write_text(json.dumps(_result())[:200])
+    with pytest.raises(ValueError, match="truncated.json: not JSON"):
+        load_result(bad)
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"images": [], "classification": {"naive": _rate(1.0)}}))
+    with pytest.raises(ValueError, match="other.json: not a tools/benchmark.py result .*batch"):
+        load_result(other)
+    with pytest.raises(FileNotFoundError):
+        load_result(tmp_path / "missing.json")
+
+
+def test_plot_has_one_panel_per_measured_part(tmp_path):
+    full = plot_benchmark(_result(), tmp_path / "sub" / "full.png")
+    rates = plot_benchmark({"classification": _result()["classification"]}, tmp_path / "rates.png")
+    a, b = (np.asarray(Image.open(p).convert("L")) for p in (full, rates))
+    assert a.shape[1] == b.shape[1] == 1200  # 12 in at 100 dpi
+    assert a.shape[0] > 2 * b.shape[0]  # four panels against one
+    assert a.std() > 10 and b.std() > 10  # drawn, not blank
+
+
+def test_benchmark_from_json_prints_and_draws_a_saved_run(tmp_path, capsys):
+    from conftest import load_tool
+
+    tool = load_tool("benchmark")
+    saved = tmp_path / "bench.json"
+    saved.write_text(json.dumps(_result()))
+    png = tmp_path / "bench.png"
+    assert tool.main(["--from-json", str(saved), "--plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "| warp + classify, batch 16, torch int8 (oneDNN, fused uint8 LRN), 7-bit weights | 90.0 (9.00x naive) |" \
+        in out
+    assert "| warp + classify, batch 16, ONNX Runtime fp32, conv2 in torch (Winograd) | 50.0 (5.00x naive) |" in out
+    assert "| folder of 4 images, one by one | 11.70 s/image (best of 2) |" in out
+    assert Image.open(png).size[0] == 1200
+    # a file that is not a benchmark result: one line on stderr, exit code 2
+    saved.write_text("{not json")
+    assert tool.run(tool.main, ["--from-json", str(saved)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {saved}: not JSON")
