@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["BASE_ROWS", "TARGETS", "load_result", "method_labels", "extra_methods", "chart_data",
-           "plot_benchmark"]
+__all__ = ["BASE_ROWS", "TARGETS", "ROW_BACKENDS", "load_result", "method_labels", "extra_methods", "chart_data",
+           "recommend", "plot_benchmark"]
 
 # the classification rows every run has (tools/benchmark.py bench_classification); all others are extra methods
 BASE_ROWS = ("naive", "batch1", "batch", "batch_bf16")
@@ -35,6 +35,11 @@ _EXTRA_LABELS = {"onnx": "ONNX Runtime fp32", "onnx_int8": "ONNX Runtime int8", 
                  "torch_int8": "torch int8 (oneDNN, fused uint8 LRN)",
                  "mnn": "MNN fp32 (inception blocks in MNN; conv1 ONNX Runtime, conv2 torch Winograd)"}
 _INT8 = ("onnx_int8", "onnx_int8_1thread", "onnx_int8_graph_lrn", "torch_int8")
+
+# the classification rows that are a backend as configured (``--set model.backend=...``, at its own batch and
+# the run's threads); the other rows are variants kept for comparison
+ROW_BACKENDS = {"batch": "eager", "batch_bf16": "bf16", "onnx": "onnx", "onnx_int8": "onnx_int8",
+                "torch_int8": "torch_int8", "mnn": "mnn"}
 
 
 def load_result(path: str | Path) -> dict:
@@ -70,6 +75,28 @@ def method_labels(res: dict) -> dict[str, str]:
     if res.get("onnx_conv2_winograd"):
         labels["onnx"] += ", conv2 in torch (Winograd)"
     return {k: labels.get(k, k) for k in (*BASE_ROWS, *extra_methods(res)) if k in res["classification"]}
+
+
+def recommend(res: dict, close: float = 0.05) -> list[str]:
+    """Which backend to choose on the machine the result was measured on: the fastest fp32 one and, when faster,
+    the fastest int8 one, by the interleaved classification rates of the rows of :data:`ROW_BACKENDS` the run
+    measured. A runner-up within ``close`` (5%) of the fastest is named too: rounds differ by that much."""
+    c = res["classification"]
+    ranked = {kind: sorted(((c[k]["regions_per_s"], b) for k, b in ROW_BACKENDS.items()
+                            if k in c and _precision(k) == kind), reverse=True) for kind in ("fp32", "int8")}
+    lines = []
+    for kind, rows in ranked.items():
+        if not rows:
+            continue
+        rate, backend = rows[0]
+        if kind == "int8" and ranked["fp32"] and rate <= ranked["fp32"][0][0]:
+            lines.append(f"int8 is not faster than fp32 on this machine ({backend}: {rate:.1f} regions/s)")
+            continue
+        near = "".join(f"; {b} within {close:.0%}: {r:.1f}" for r, b in rows[1:] if r >= (1 - close) * rate)
+        note = " (its detection mAP against fp32: README \"Speed\")" if kind == "int8" else ""
+        lines.append(f"fastest {kind} here: --set model.backend={backend} ({rate:.1f} regions/s, "
+                     f"{rate / c['naive']['regions_per_s']:.2f}x naive{near}){note}")
+    return lines
 
 
 def _precision(key: str) -> str:

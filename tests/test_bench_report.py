@@ -6,9 +6,11 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from detector.bench_report import chart_data, extra_methods, load_result, method_labels, plot_benchmark
+from detector.bench_report import (ROW_BACKENDS, chart_data, extra_methods, load_result, method_labels,
+                                   plot_benchmark, recommend)
 
 
 def _rate(r: float, batch: int | None = None) -> dict:
@@ -93,6 +95,23 @@ def test_method_labels_name_batch_int8_bits_and_winograd():
     assert labels["torch_int8"] == "torch int8 (oneDNN, fused uint8 LRN)" and labels["onnx"] == "ONNX Runtime fp32"
 
 
+def test_recommend_the_fastest_backend_of_each_precision():
+    from detector.classifier import BACKENDS
+
+    assert set(ROW_BACKENDS.values()) <= set(BACKENDS)  # each a --set model.backend= value
+    res = _result()
+    fp32, int8 = recommend(res)
+    assert fp32 == "fastest fp32 here: --set model.backend=onnx (50.0 regions/s, 5.00x naive)"  # not eager's 40
+    assert int8.startswith("fastest int8 here: --set model.backend=torch_int8 (90.0 regions/s, 9.00x naive)")
+    res["classification"]["torch_int8"] = _rate(45.0, 16)  # a CPU where int8 does not pay
+    assert recommend(res)[1] == "int8 is not faster than fp32 on this machine (torch_int8: 45.0 regions/s)"
+    del res["classification"]["torch_int8"]
+    assert len(recommend(res)) == 1
+    res["classification"]["mnn"] = _rate(48.0, 8)  # 4% under onnx's 50: named beside it; eager's 40 is not
+    assert recommend(res) == ["fastest fp32 here: --set model.backend=onnx (50.0 regions/s, 5.00x naive; "
+                              "mnn within 5%: 48.0)"]
+
+
 def test_load_result_round_trip_and_bad_files(tmp_path):
     good = tmp_path / "bench.json"
     good.write_text(json.dumps(_result()))
@@ -131,8 +150,38 @@ def test_benchmark_from_json_prints_and_draws_a_saved_run(tmp_path, capsys):
         in out
     assert "| warp + classify, batch 16, ONNX Runtime fp32, conv2 in torch (Winograd) | 50.0 (5.00x naive) |" in out
     assert "| folder of 4 images, one by one | 11.70 s/image (best of 2) |" in out
+    assert "\nfastest int8 here: --set model.backend=torch_int8 (90.0 regions/s" in out
     assert Image.open(png).size[0] == 1200
     # a file that is not a benchmark result: one line on stderr, exit code 2
     saved.write_text("{not json")
     assert tool.run(tool.main, ["--from-json", str(saved)]) == 2
     assert capsys.readouterr().err.startswith(f"error: {saved}: not JSON")
+
+
+def test_a_real_benchmark_run_round_trips_through_its_json_and_chart(tmp_path, capsys):
+    """tools/benchmark.py measuring for real (a tiny trained checkpoint, 64x64 warps, seeded random boxes, one
+    short round): the JSON it writes loads back, prints the same table and draws the chart."""
+    from conftest import load_tool
+    from test_classifier import _write_checkpoint
+
+    tool = load_tool("benchmark")
+    _write_checkpoint(tmp_path / "m.pt")
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)).save(photo)
+    args = ["--image", str(photo), "--checkpoint", str(tmp_path / "m.pt"), "--random-boxes", "--regions", "16",
+            "--rounds", "1", "--per-round", "4", "--no-bf16", "--no-torch-int8", "--no-ceiling", "--batch-sizes",
+            "1,4", "--set", "warp.size=64", "--set", "warp.mode=square", "--e2e-images", "0", "--ss-images", "0",
+            "--memory-regions", "8,16"]
+    threads = torch.get_num_threads()
+    try:
+        assert tool.main(args + ["--json", str(tmp_path / "r.json"), "--plot", str(tmp_path / "r.png")]) == 0
+    finally:
+        torch.set_num_threads(threads)  # the tool sets its --threads (1) for this process
+    measured = capsys.readouterr().out
+    res = load_result(tmp_path / "r.json")
+    assert res["classification"]["naive"]["regions"] == 4 and res["classification"]["batch"]["regions_per_s"] > 0
+    assert set(res["batch_sweep"]["eager"]) == {"1", "4"}
+    assert [m["regions"] for m in res["memory"]] == [8, 16]
+    assert tool.main(["--from-json", str(tmp_path / "r.json"), "--plot", str(tmp_path / "again.png")]) == 0
+    assert capsys.readouterr().out == measured
+    assert Image.open(tmp_path / "again.png").size == Image.open(tmp_path / "r.png").size

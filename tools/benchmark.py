@@ -20,7 +20,8 @@ Measures, on the proposals of one real photo (Selective Search, the paper's prop
   * a folder of ``--folder-images`` images one by one, with the Selective Search overlap and with
     ``--folder-image-workers`` image workers (tools/detect.py's --overlap-workers / --image-workers), with the
     fastest int8 backend built (torch int8, else ONNX Runtime int8, else eager fp32);
-  * peak resident memory after 256 and 2,048 regions (bounded: regions are streamed in batches);
+  * peak resident memory after 256 and 2,048 regions (``--memory-regions``; bounded: regions are streamed in
+    batches);
   * with ``--command-runs N``: N pairs of whole ``tools/detect.py --image`` commands (fresh processes; start-up
     and model loading included), the first image's proposals computed in a worker while the models load (the
     default) and with ``--no-early-proposals``, alternating (``--command-backend``);
@@ -48,7 +49,7 @@ from detector import cpu
 from detector.bench import (bench_batch_sizes, bench_detect_command, bench_end_to_end, bench_folder,
                              bench_folder_workers, bench_memory, bench_selective_search, compiled_ensemble,
                              peak_rss_mb, replicated_ensemble)
-from detector.bench_report import extra_methods, load_result, method_labels, plot_benchmark
+from detector.bench_report import extra_methods, load_result, method_labels, plot_benchmark, recommend
 from detector.ceiling import ceilings, conv_rates, count_macs, floor_seconds
 from detector.classifier import Ensemble, batch_size_for, build_classifier, plain_lrn
 from detector.cli import UserError, run, setup_logging
@@ -99,6 +100,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="images for the folder throughput with vs without overlap (0 = skip)")
     ap.add_argument("--folder-image-workers", type=int, default=2,
                     help="image workers for the folder row of tools/detect.py --image-workers (0 = skip)")
+    ap.add_argument("--memory-regions", default="256,2048",
+                    help="peak resident memory after classifying each of these numbers of regions (empty: skip)")
     ap.add_argument("--e2e-backends", default="eager,onnx,onnx_int8,torch_int8,mnn",
                     help="backends timed end to end (onnx* only with --onnx, mnn only with --mnn)")
     ap.add_argument("--no-ceiling", action="store_true",
@@ -191,7 +194,7 @@ def bench_classification(ens: Ensemble, image, img, boxes, warp_cfg, batch_size:
     meters = {"naive": Meter(), "batch1": Meter(), "batch": Meter()}
     if bf16:
         meters["batch_bf16"] = Meter()
-    for b, be in ((1, "eager"), (batch_size, "eager"), (batch_size, "bf16")):  # warm-up (oneDNN primitives)
+    for b, be in ((1, "eager"), (batch_size, "eager")) + (((batch_size, "bf16"),) if bf16 else ()):  # warm-up
         classify_chunk(ens, img, boxes[:batch_size], warp_cfg, b, Meter(), be)
     naive_chunk(naive, ens.preprocess, image, boxes[:1], warp_cfg, Meter())
     extra = extra or {}
@@ -313,6 +316,9 @@ def print_table(res: dict) -> None:
                   f"{c[f'{mode}_median_outside_s']:.2f} s outside its warps and classification{_busy_note(rows)} |")
     for m in res.get("memory", []):
         print(f"| peak RSS after {m['regions']} regions | {m['peak_rss_mb']:.0f} MiB |")
+    print()
+    for line in recommend(res):
+        print(line)
 
 
 def report(res: dict, args: argparse.Namespace) -> None:
@@ -457,7 +463,8 @@ def main(argv: list[str] | None = None) -> int:
             e.backend = keep
     if args.ss_images > 0 and paths:
         res["selective_search"] = bench_selective_search(paths[:args.ss_images], cfg.proposals, (1, 2))
-    res["memory"] = bench_memory(ens, img, cfg.warp, (256, 2048))
+    if args.memory_regions:
+        res["memory"] = bench_memory(ens, img, cfg.warp, [int(n) for n in args.memory_regions.split(",")])
     if args.e2e_images > 0 and detector is not None:
         res["end_to_end"] = {}
         backends = {"eager": ens, **extra}
