@@ -152,10 +152,16 @@ def test_benchmark_from_json_prints_and_draws_a_saved_run(tmp_path, capsys):
     assert "| folder of 4 images, one by one | 11.70 s/image (best of 2) |" in out
     assert "\nfastest int8 here: --set model.backend=torch_int8 (90.0 regions/s" in out
     assert Image.open(png).size[0] == 1200
-    # a file that is not a benchmark result: one line on stderr, exit code 2
+    # a file that is not a benchmark result, or not all of one: one line on stderr, exit code 2
     saved.write_text("{not json")
     assert tool.run(tool.main, ["--from-json", str(saved)]) == 2
     assert capsys.readouterr().err.startswith(f"error: {saved}: not JSON")
+    cut = _result()
+    del cut["end_to_end"]["eager x1"]["mean_proposals"]
+    saved.write_text(json.dumps(cut))
+    assert tool.run(tool.main, ["--from-json", str(saved)]) == 2
+    assert capsys.readouterr().err == (f"error: {saved}: not a complete tools/benchmark.py result "
+                                       "(KeyError: 'mean_proposals')\n")
 
 
 def test_a_real_benchmark_run_round_trips_through_its_json_and_chart(tmp_path, capsys):

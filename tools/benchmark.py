@@ -1,7 +1,7 @@
 """Speed of the detector's stages on this machine, side by side in one run.
 
     python tools/benchmark.py [--image PHOTO] [--val-dir DIR] [--config C] [--regions 256] [--batch-size 8]
-        [--rounds 4] [--per-round 16] [--e2e-images 2] [--threads 1] [--random-boxes] [--json out/bench.json]
+        [--rounds 4] [--per-round 16] [--e2e-images 2] [--threads 2] [--random-boxes] [--json out/bench.json]
         [--onnx] [--compile] [--no-torch-int8] [--batch-sizes 1,8,32,64] [--ss-images 4] [--ensemble 3]
         [--folder-images 4] [--command-runs 3 --command-backend mnn]
 
@@ -80,9 +80,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=4, help="interleaved rounds of batch-1 / batch / naive")
     ap.add_argument("--per-round", type=int, default=16, help="regions per method per round")
     ap.add_argument("--e2e-images", type=int, default=2, help="images timed end to end (0 = skip)")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch/cv2 threads (default 1: on a shared 2-core machine more threads than free "
-                    "cores make OpenMP collapse)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch/cv2 threads (default 0: all cores, as tools/detect.py uses them; on a machine "
+                    "where other jobs keep cores busy, give the free cores: more threads than that run several "
+                    "times slower, and the end-to-end rows say when the threads waited for a CPU)")
     ap.add_argument("--no-bf16", action="store_true", help="skip the bf16 autocast row")
     ap.add_argument("--onnx", action="store_true",
                     help="add ONNX Runtime fp32 and int8 rows (pip install -e '.[onnx]'; exported on first use)")
@@ -340,7 +341,11 @@ def main(argv: list[str] | None = None) -> int:
             res = load_result(args.from_json)
         except ValueError as e:
             raise UserError(str(e)) from None
-        report(res, args)
+        try:
+            report(res, args)
+        except (KeyError, TypeError, ValueError) as e:  # a hand-edited or foreign file, not a measured result
+            raise UserError(f"{args.from_json}: not a complete tools/benchmark.py result "
+                            f"({type(e).__name__}: {e})") from None
         return 0
     if args.command_runs > 0 and not args.image:
         raise UserError("--command-runs needs --image (the photo tools/detect.py is run on)")
