@@ -191,3 +191,29 @@ def test_a_real_benchmark_run_round_trips_through_its_json_and_chart(tmp_path, c
     assert tool.main(["--from-json", str(tmp_path / "r.json"), "--plot", str(tmp_path / "again.png")]) == 0
     assert capsys.readouterr().out == measured
     assert Image.open(tmp_path / "again.png").size == Image.open(tmp_path / "r.png").size
+
+
+def test_the_default_photo_times_the_regions_and_says_what_it_leaves_out(tmp_path, capsys):
+    """Without --image the benchmark times skimage's chelsea, which is no file: the end-to-end and folder rows
+    (which read image files) are left out with a warning, not a crash after minutes of measuring (session 25's
+    default run crashed so), and the rest is written and printed."""
+    from conftest import load_tool
+    from test_classifier import _write_checkpoint
+
+    tool = load_tool("benchmark")
+    _write_checkpoint(tmp_path / "m.pt")
+    args = ["--checkpoint", str(tmp_path / "m.pt"), "--regions", "8", "--rounds", "1", "--per-round", "4",
+            "--no-bf16", "--no-torch-int8", "--no-ceiling", "--batch-sizes", "", "--memory-regions", "",
+            "--set", "warp.size=64", "--set", "warp.mode=square", "--set", "proposals.selective_search.resize_width=120",
+            "--e2e-images", "1", "--ensemble", "0", "--folder-images", "2", "--json", str(tmp_path / "r.json")]
+    threads = torch.get_num_threads()
+    try:
+        assert tool.main(args) == 0
+    finally:
+        torch.set_num_threads(threads)
+    res = load_result(tmp_path / "r.json")
+    assert res["image"] == "chelsea" and res["num_boxes"] > 0
+    assert not {"end_to_end", "folder", "selective_search", "memory"} & set(res)
+    out = capsys.readouterr()
+    assert "no image files to time (--image, --val-dir)" in out.err
+    assert "| naive: cv2 crop+resize" in out.out

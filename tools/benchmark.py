@@ -63,7 +63,8 @@ log = logging.getLogger("benchmark")
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--image", help="photo whose proposals are timed (default: skimage's chelsea)")
+    ap.add_argument("--image", help="photo whose proposals are timed (default: skimage's chelsea, for the per-region "
+                    "rows only: the Selective Search, end-to-end and folder rows time image files)")
     ap.add_argument("--val-dir", help="more images for the end-to-end, Selective Search and folder timings "
                     "(after --image; sorted by name)")
     ap.add_argument("--config", default=None, help="detector config (default: the dataclass defaults)")
@@ -323,12 +324,13 @@ def print_table(res: dict) -> None:
 
 
 def report(res: dict, args: argparse.Namespace) -> None:
-    """Print the table, then write the JSON and the chart where asked."""
-    print_table(res)
+    """Write the JSON where asked (first: nothing measured is lost if a row cannot be printed), print the table,
+    draw the chart where asked."""
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(res, indent=1))
         log.info("wrote %s", args.json)
+    print_table(res)
     if args.plot:
         log.info("wrote %s", plot_benchmark(res, args.plot))
 
@@ -466,11 +468,14 @@ def main(argv: list[str] | None = None) -> int:
             keep, e.backend = e.backend, be
             res["batch_sweep"][name] = {str(k): v for k, v in bench_batch_sizes(e, img, boxes, cfg.warp, sizes).items()}
             e.backend = keep
+    if not paths and (args.ss_images > 0 or args.e2e_images > 0 or args.folder_images > 1):
+        log.warning("no image files to time (--image, --val-dir): the Selective Search, end-to-end and folder rows "
+                    "are left out")
     if args.ss_images > 0 and paths:
         res["selective_search"] = bench_selective_search(paths[:args.ss_images], cfg.proposals, (1, 2))
     if args.memory_regions:
         res["memory"] = bench_memory(ens, img, cfg.warp, [int(n) for n in args.memory_regions.split(",")])
-    if args.e2e_images > 0 and detector is not None:
+    if args.e2e_images > 0 and detector is not None and paths:
         res["end_to_end"] = {}
         backends = {"eager": ens, **extra}
         for be in args.e2e_backends.split(","):
@@ -481,7 +486,9 @@ def main(argv: list[str] | None = None) -> int:
             for n, e in variants:
                 d = Detector(detector.proposer, e, cfg.warp, cfg.detect)
                 res["end_to_end"][f"{be} x{n}"] = bench_end_to_end(d, paths[:args.e2e_images], f"{be} x{n}")
-    if args.folder_images > 1 and detector is not None:
+    if args.folder_images > 1 and len(paths) == 1:
+        log.warning("the folder rows need at least 2 images (--val-dir): left out")
+    if args.folder_images > 1 and detector is not None and len(paths) > 1:
         fast = extra.get("torch_int8", extra.get("onnx_int8", ens))  # the fastest int8 backend there is
         d = Detector(detector.proposer, fast, cfg.warp, cfg.detect)
         res["folder"] = []
