@@ -204,8 +204,9 @@ def test_the_default_photo_times_the_regions_and_says_what_it_leaves_out(tmp_pat
     _write_checkpoint(tmp_path / "m.pt")
     args = ["--checkpoint", str(tmp_path / "m.pt"), "--regions", "8", "--rounds", "1", "--per-round", "4",
             "--no-bf16", "--no-torch-int8", "--no-ceiling", "--batch-sizes", "", "--memory-regions", "",
-            "--set", "warp.size=64", "--set", "warp.mode=square", "--set", "proposals.selective_search.resize_width=120",
-            "--e2e-images", "1", "--ensemble", "0", "--folder-images", "2", "--json", str(tmp_path / "r.json")]
+            "--set", "warp.size=64", "--set", "warp.mode=square",
+            "--set", "proposals.selective_search.resize_width=120", "--e2e-images", "1", "--ensemble", "0",
+            "--folder-images", "2", "--json", str(tmp_path / "r.json")]
     threads = torch.get_num_threads()
     try:
         assert tool.main(args) == 0
