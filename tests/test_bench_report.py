@@ -218,3 +218,19 @@ def test_the_default_photo_times_the_regions_and_says_what_it_leaves_out(tmp_pat
     out = capsys.readouterr()
     assert "no image files to time (--image, --val-dir)" in out.err
     assert "| naive: cv2 crop+resize" in out.out
+
+
+def test_lists_of_counts_are_checked_when_parsed(capsys):
+    """--batch-sizes / --memory-regions: comma-separated counts, empty to skip; a typo is a usage error (exit 2)
+    before anything is measured, not a traceback after the first rows."""
+    from conftest import load_tool
+
+    tool = load_tool("benchmark")
+    assert tool.parse_args([]).batch_sizes == [1, 8, 16, 32, 64]
+    assert tool.parse_args(["--memory-regions", ""]).memory_regions == []
+    assert tool.parse_args(["--batch-sizes", "4,2"]).batch_sizes == [4, 2]
+    for bad in ("256,x", "8,0", "1;2"):
+        with pytest.raises(SystemExit) as e:
+            tool.parse_args(["--memory-regions", bad])
+        assert e.value.code == 2
+        assert "--memory-regions: expected" in capsys.readouterr().err

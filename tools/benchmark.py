@@ -61,6 +61,17 @@ from detector.warp import SAMPLERS, prepare_image, warp_prepared, warp_region_re
 log = logging.getLogger("benchmark")
 
 
+def positive_ints(text: str) -> list[int]:
+    """``"1,8,16"`` -> ``[1, 8, 16]``; ``""`` -> ``[]`` (the row skipped); anything else is a usage error."""
+    try:
+        out = [int(t) for t in text.split(",")] if text.strip() else []
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
+    if any(n < 1 for n in out):
+        raise argparse.ArgumentTypeError(f"expected numbers >= 1, got {text!r}")
+    return out
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--image", help="photo whose proposals are timed (default: skimage's chelsea, for the per-region "
@@ -94,7 +105,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--compile", action="store_true", help="add a torch.compile (inductor) row")
     ap.add_argument("--no-torch-int8", action="store_true",
                     help="skip the torch int8 rows (detector/quantized.py; calibrated on first use, ~15 s)")
-    ap.add_argument("--batch-sizes", default="1,8,16,32,64",
+    ap.add_argument("--batch-sizes", type=positive_ints, default="1,8,16,32,64",
                     help="batch-size sweep of every backend but torch.compile (empty: skip)")
     ap.add_argument("--ss-images", type=int, default=4, help="images for the Selective Search rows (0 = skip)")
     ap.add_argument("--ensemble", type=int, default=3, help="members of the end-to-end ensemble row (0 = skip)")
@@ -102,7 +113,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="images for the folder throughput with vs without overlap (0 = skip)")
     ap.add_argument("--folder-image-workers", type=int, default=2,
                     help="image workers for the folder row of tools/detect.py --image-workers (0 = skip)")
-    ap.add_argument("--memory-regions", default="256,2048",
+    ap.add_argument("--memory-regions", type=positive_ints, default="256,2048",
                     help="peak resident memory after classifying each of these numbers of regions (empty: skip)")
     ap.add_argument("--e2e-backends", default="eager,onnx,onnx_int8,torch_int8,mnn",
                     help="backends timed end to end (onnx* only with --onnx, mnn only with --mnn)")
@@ -459,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch_sizes:
         # every backend at batch 1 and the sizes after it; torch.compile is left out (it compiles again for
         # every new batch shape, about a minute each) and so is the 1-thread row (the same graph)
-        sizes = [int(b) for b in args.batch_sizes.split(",")]
+        sizes = args.batch_sizes
         sweeps = [("eager", ens, "eager")] + ([] if args.no_bf16 else [("bf16", ens, "bf16")])
         sweeps += [(k, extra[k], extra[k].backend) for k in ("onnx", "onnx_int8", "torch_int8", "mnn")
                    if k in extra]
@@ -474,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.ss_images > 0 and paths:
         res["selective_search"] = bench_selective_search(paths[:args.ss_images], cfg.proposals, (1, 2))
     if args.memory_regions:
-        res["memory"] = bench_memory(ens, img, cfg.warp, [int(n) for n in args.memory_regions.split(",")])
+        res["memory"] = bench_memory(ens, img, cfg.warp, args.memory_regions)
     if args.e2e_images > 0 and detector is not None and paths:
         res["end_to_end"] = {}
         backends = {"eager": ens, **extra}
