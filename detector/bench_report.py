@@ -47,7 +47,7 @@ def load_result(path: str | Path) -> dict:
     p = Path(path)
     try:
         res = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:  # e.g. a truncated write, or an image given by mistake
         raise ValueError(f"{p}: not JSON ({e})") from None
     c = res.get("classification") if isinstance(res, dict) else None
     missing = [k for k in ("naive", "batch") if not isinstance(c, dict) or not isinstance(c.get(k), dict)]
@@ -167,6 +167,7 @@ def plot_benchmark(res: dict, path: str | Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import ScalarFormatter
 
     data, labels = chart_data(res), method_labels(res)
     panels = [p for p in ("classification", "end_to_end", "batch_sweep", "folder") if p in data]
@@ -219,7 +220,7 @@ def plot_benchmark(res: dict, path: str | Path) -> Path:
                 ax.plot(sizes, rates, "o-", label=name)
             ax.set_xscale("log", base=2)
             ax.set_xticks(sorted({b for s, _ in data["batch_sweep"].values() for b in s}))
-            ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+            ax.get_xaxis().set_major_formatter(ScalarFormatter())
             ax.set_xlabel("batch size")
             ax.set_ylabel("regions/s")
             ax.set_title("Batch sweep", fontsize=9)

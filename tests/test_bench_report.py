@@ -126,6 +126,10 @@ def test_load_result_round_trip_and_bad_files(tmp_path):
         load_result(other)
     with pytest.raises(FileNotFoundError):
         load_result(tmp_path / "missing.json")
+    png = tmp_path / "chart.png"  # the chart given where the JSON belongs
+    Image.new("RGB", (4, 4)).save(png)
+    with pytest.raises(ValueError, match="chart.png: not JSON"):
+        load_result(png)
 
 
 def test_plot_has_one_panel_per_measured_part(tmp_path):
