@@ -197,10 +197,10 @@ def test_a_real_benchmark_run_round_trips_through_its_json_and_chart(tmp_path, c
     assert Image.open(tmp_path / "again.png").size == Image.open(tmp_path / "r.png").size
 
 
-def test_the_default_photo_times_the_regions_and_says_what_it_leaves_out(tmp_path, capsys):
-    """Without --image the benchmark times skimage's chelsea, which is no file: the end-to-end and folder rows
-    (which read image files) are left out with a warning, not a crash after minutes of measuring (session 25's
-    default run crashed so), and the rest is written and printed."""
+def test_the_default_photo_is_timed_end_to_end_too(tmp_path, capsys):
+    """Without --image the benchmark times scikit-image's chelsea, written to a temporary file: the end-to-end rows
+    read image files, and in session 25 the default run crashed after its measurements for want of one. A folder
+    of one image is no folder: its rows are left out with a warning."""
     from conftest import load_tool
     from test_classifier import _write_checkpoint
 
@@ -210,18 +210,20 @@ def test_the_default_photo_times_the_regions_and_says_what_it_leaves_out(tmp_pat
             "--no-bf16", "--no-torch-int8", "--no-ceiling", "--batch-sizes", "", "--memory-regions", "",
             "--set", "warp.size=64", "--set", "warp.mode=square",
             "--set", "proposals.selective_search.resize_width=120", "--e2e-images", "1", "--ensemble", "0",
-            "--folder-images", "2", "--json", str(tmp_path / "r.json")]
+            "--ss-images", "0", "--folder-images", "2", "--json", str(tmp_path / "r.json")]
     threads = torch.get_num_threads()
     try:
         assert tool.main(args) == 0
     finally:
         torch.set_num_threads(threads)
     res = load_result(tmp_path / "r.json")
-    assert res["image"] == "chelsea" and res["num_boxes"] > 0
-    assert not {"end_to_end", "folder", "selective_search", "memory"} & set(res)
+    (row,) = res["end_to_end"]["eager x1"]["images"]
+    assert res["image"] == "chelsea" and row["image"].endswith("chelsea.png")
+    assert row["size"] == [300, 451] and row["proposals"] == res["num_boxes"] > 0  # the same photo as the rates
+    assert "folder" not in res
     out = capsys.readouterr()
-    assert "no image files to time (--image, --val-dir)" in out.err
-    assert "| naive: cv2 crop+resize" in out.out
+    assert "the folder rows need at least 2 images (--val-dir): left out" in out.err
+    assert "| end to end, eager x1 model(s), 1 image(s)" in out.out
 
 
 def test_lists_of_counts_are_checked_when_parsed(capsys):

@@ -72,10 +72,26 @@ def positive_ints(text: str) -> list[int]:
     return out
 
 
+def default_photo() -> Path:
+    """scikit-image's bundled photo (chelsea, 451x300) as a PNG in a temporary folder removed at exit: the
+    Selective Search and end-to-end rows time image files, as tools/detect.py reads them."""
+    import atexit
+    import shutil
+    import tempfile
+
+    import skimage.data
+    from PIL import Image
+
+    folder = tempfile.mkdtemp(prefix="benchmark_")
+    atexit.register(shutil.rmtree, folder, True)
+    path = Path(folder) / "chelsea.png"
+    Image.fromarray(skimage.data.chelsea()).save(path)
+    return path
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--image", help="photo whose proposals are timed (default: skimage's chelsea, for the per-region "
-                    "rows only: the Selective Search, end-to-end and folder rows time image files)")
+    ap.add_argument("--image", help="photo whose proposals are timed (default: scikit-image's chelsea, 451x300)")
     ap.add_argument("--val-dir", help="more images for the end-to-end, Selective Search and folder timings "
                     "(after --image; sorted by name)")
     ap.add_argument("--config", default=None, help="detector config (default: the dataclass defaults)")
@@ -378,12 +394,8 @@ def main(argv: list[str] | None = None) -> int:
     log.info("load average at start: %.2f %.2f %.2f (%d CPUs)", *load_start, os.cpu_count() or 0)
     batch = batch_size_for(cfg.model.backend, args.batch_size or cfg.model.batch_size)
 
-    if args.image:
-        image, image_name = read_image(args.image), Path(args.image).stem
-    else:
-        import skimage.data
-
-        image, image_name = skimage.data.chelsea(), "chelsea"
+    photo = Path(args.image) if args.image else default_photo()
+    image, image_name = read_image(photo), photo.stem
     ens = build_classifier(cfg.model, cfg.warp, meta_det=args.devkit)
     if args.random_boxes:
         detector, boxes = None, random_boxes(image, 1024)
@@ -463,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
                           "conv_rates": conv_rates(torch.get_num_threads(), onnx=args.onnx,
                                                    torch_int8=not args.no_torch_int8)}
     ens.batch_size = batch
-    paths = [Path(args.image)] if args.image else []
+    paths = [photo]
     if args.val_dir:
         exts = {e.lower() for e in IMAGE_EXTENSIONS}
         paths += sorted(p for p in Path(args.val_dir).iterdir() if p.suffix.lower() in exts and p not in paths)
@@ -479,14 +491,11 @@ def main(argv: list[str] | None = None) -> int:
             keep, e.backend = e.backend, be
             res["batch_sweep"][name] = {str(k): v for k, v in bench_batch_sizes(e, img, boxes, cfg.warp, sizes).items()}
             e.backend = keep
-    if not paths and (args.ss_images > 0 or args.e2e_images > 0 or args.folder_images > 1):
-        log.warning("no image files to time (--image, --val-dir): the Selective Search, end-to-end and folder rows "
-                    "are left out")
-    if args.ss_images > 0 and paths:
+    if args.ss_images > 0:
         res["selective_search"] = bench_selective_search(paths[:args.ss_images], cfg.proposals, (1, 2))
     if args.memory_regions:
         res["memory"] = bench_memory(ens, img, cfg.warp, args.memory_regions)
-    if args.e2e_images > 0 and detector is not None and paths:
+    if args.e2e_images > 0 and detector is not None:
         res["end_to_end"] = {}
         backends = {"eager": ens, **extra}
         for be in args.e2e_backends.split(","):
