@@ -240,3 +240,18 @@ def test_lists_of_counts_are_checked_when_parsed(capsys):
             tool.parse_args(["--memory-regions", bad])
         assert e.value.code == 2
         assert "--memory-regions: expected" in capsys.readouterr().err
+
+
+def test_selective_search_rows_leave_out_more_workers_than_images(tmp_path):
+    """detector.bench.bench_selective_search on one photo: the 2-worker row would time only the pool's start-up,
+    so only the 1-worker row is measured; its boxes are the photo's proposals."""
+    from detector.bench import bench_selective_search
+    from detector.config import ProposalConfig, SelectiveSearchConfig
+
+    photo = tmp_path / "photo.png"
+    rng = np.random.default_rng(1)
+    blocks = np.kron(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8), np.ones((20, 20, 1), np.uint8))
+    Image.fromarray(blocks).save(photo)  # 160x120, 48 flat patches: regions to group
+    cfg = ProposalConfig(selective_search=SelectiveSearchConfig(resize_width=160))
+    (row,) = bench_selective_search([photo], cfg, (1, 2))
+    assert row["workers"] == 1 and row["images"] == 1 and row["boxes_per_image"] > 0
