@@ -200,7 +200,8 @@ def test_a_real_benchmark_run_round_trips_through_its_json_and_chart(tmp_path, c
 def test_the_default_photo_is_timed_end_to_end_too(tmp_path, capsys):
     """Without --image the benchmark times scikit-image's chelsea, written to a temporary file: the end-to-end rows
     read image files, and in session 25 the default run crashed after its measurements for want of one. A folder
-    of one image is no folder: its rows are left out with a warning."""
+    of one image is no folder: its rows are left out with a warning. ``--command-runs`` runs tools/detect.py on
+    that file too (it needed --image before session 26)."""
     from conftest import load_tool
     from test_classifier import _write_checkpoint
 
@@ -210,7 +211,7 @@ def test_the_default_photo_is_timed_end_to_end_too(tmp_path, capsys):
             "--no-bf16", "--no-torch-int8", "--no-ceiling", "--batch-sizes", "", "--memory-regions", "",
             "--set", "warp.size=64", "--set", "warp.mode=square",
             "--set", "proposals.selective_search.resize_width=120", "--e2e-images", "1", "--ensemble", "0",
-            "--ss-images", "0", "--folder-images", "2", "--json", str(tmp_path / "r.json")]
+            "--ss-images", "0", "--folder-images", "2", "--command-runs", "1", "--json", str(tmp_path / "r.json")]
     threads = torch.get_num_threads()
     try:
         assert tool.main(args) == 0
@@ -221,6 +222,9 @@ def test_the_default_photo_is_timed_end_to_end_too(tmp_path, capsys):
     assert res["image"] == "chelsea" and row["image"].endswith("chelsea.png")
     assert row["size"] == [300, 451] and row["proposals"] == res["num_boxes"] > 0  # the same photo as the rates
     assert "folder" not in res
+    cmd = res["detect_command"]
+    assert cmd["command"][1] == row["image"] and len(cmd["early"]) == len(cmd["late"]) == 1
+    assert cmd["early"][0]["proposals"] == row["proposals"]  # the command detected the same photo
     out = capsys.readouterr()
     assert "the folder rows need at least 2 images (--val-dir): left out" in out.err
     assert "| end to end, eager x1 model(s), 1 image(s)" in out.out

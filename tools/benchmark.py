@@ -22,9 +22,9 @@ Measures, on the proposals of one real photo (Selective Search, the paper's prop
     fastest int8 backend built (torch int8, else ONNX Runtime int8, else eager fp32);
   * peak resident memory after 256 and 2,048 regions (``--memory-regions``; bounded: regions are streamed in
     batches);
-  * with ``--command-runs N``: N pairs of whole ``tools/detect.py --image`` commands (fresh processes; start-up
-    and model loading included), the first image's proposals computed in a worker while the models load (the
-    default) and with ``--no-early-proposals``, alternating (``--command-backend``);
+  * with ``--command-runs N``: N pairs of whole ``tools/detect.py`` commands on the photo (fresh processes;
+    start-up and model loading included), the first image's proposals computed in a worker while the models
+    load (the default) and with ``--no-early-proposals``, alternating (``--command-backend``);
   * the ceiling (``--no-ceiling`` skips it): each runtime's GMAC/s on chains of large convolutions
     (detector.ceiling), the share of it each classification row reaches with the classifier's multiply-adds,
     and the least time the photo's regions can take at that rate.
@@ -136,8 +136,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-ceiling", action="store_true",
                     help="skip the ceiling rows (each runtime's rate on large convolutions, the floor it implies)")
     ap.add_argument("--command-runs", type=int, default=0,
-                    help="pairs of whole tools/detect.py commands on --image (a fresh process each, start-up and "
-                    "model loading included), with and without --no-early-proposals (0 = skip, the default)")
+                    help="pairs of whole tools/detect.py commands on --image, else the default photo (a fresh process "
+                    "each, start-up and model loading included), with and without --no-early-proposals "
+                    "(0 = skip, the default)")
     ap.add_argument("--command-backend", default=None,
                     help="model.backend of those commands (default: the config's)")
     ap.add_argument("--json", help="write the figures here")
@@ -376,8 +377,6 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"{args.from_json}: not a complete tools/benchmark.py result "
                             f"({type(e).__name__}: {e})") from None
         return 0
-    if args.command_runs > 0 and not args.image:
-        raise UserError("--command-runs needs --image (the photo tools/detect.py is run on)")
     overrides = list(args.overrides)
     if args.weights:
         overrides.append(f"model.weights={json.dumps(args.weights)}")
@@ -528,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.threads > 0:
             cmd_args += ["--threads", str(args.threads)]
         res["detect_command"] = {"backend": be, **bench_detect_command(Path(__file__).with_name("detect.py"),
-                                                                       Path(args.image), cmd_args,
+                                                                       photo, cmd_args,
                                                                        args.command_runs)}
     res["load_end"] = os.getloadavg()
     log.info("load average at end: %.2f %.2f %.2f", *res["load_end"])
