@@ -50,7 +50,7 @@ BACKENDS = ("eager", "bf16", "onnx", "onnx_int8", "torch_int8", "mnn")
 # paired run; README "Speed"). torch int8 (oneDNN): 32 since session 26 (16 before): on the AVX2 machine it was
 # faster at 32 than at 16 in all 9 sweeps of sessions 19-26 (1-12%) and in 12 of 14 interleaved rounds on all
 # 1,127 proposals of raccoon-70 (docs/speed_log.md, session 26). ONNX Runtime int8 stays at 16: 32 won 11 of 16
-# such rounds (1-10% in the medians) but lost 4 of the 6 sweeps by 1-10%.
+# such rounds (11% and 1% in the medians of two runs) but lost 4 of the 6 sweeps by 1-10%.
 BEST_BATCH = {"eager": 8, "bf16": 8, "onnx": 16, "onnx_int8": 16, "torch_int8": 32, "mnn": 8}
 
 
