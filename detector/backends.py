@@ -33,6 +33,7 @@ import torch
 
 from . import cpu
 from .cli import UserError
+from .config import INT8_CALIBRATIONS, INT8_LRN_SUMS, ONNX_LRN_MODES as LRN_MODES
 from .cpu import bf16_supported  # noqa: F401 - re-exported (was defined here)
 
 __all__ = ["OrtMember", "export_onnx", "quantize_int8", "onnx_members", "state_digest", "bf16_supported", "int8_recipe",
@@ -64,7 +65,7 @@ CALIBRATION_VERSION = 1  # CalibrationSet.key: raise when the calibration region
 # are kept. Users choose with the config keys model.int8_lrn_sums, model.int8_calibration and
 # model.int8_weight_bits (:func:`int8_recipe`).
 INT8_RECIPE = {"lrn_sums": "fp32", "calibration": "minmax", "percentile": 99.999, "weight_bits": 8}
-_RECIPE_CHOICES = {"lrn_sums": ("fp32", "int8"), "calibration": ("minmax", "percentile"), "weight_bits": (7, 8)}
+_RECIPE_CHOICES = {"lrn_sums": INT8_LRN_SUMS, "calibration": INT8_CALIBRATIONS, "weight_bits": (7, 8)}
 
 
 def int8_weight_bits(bits: int | None = 0) -> int:
@@ -172,7 +173,6 @@ def session_options(threads: int = 0):
     return so
 
 
-LRN_MODES = ("fused", "graph")  # model.onnx_lrn: how ONNX members run GoogLeNet's LRNs (see OrtMember)
 
 
 def lrn_specs(member: torch.nn.Module) -> list[dict]:

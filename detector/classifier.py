@@ -31,7 +31,7 @@ from torch import nn
 
 from . import cpu
 from .cli import UserError
-from .config import ModelConfig, WarpConfig, config_to_dict
+from .config import BACKENDS, ModelConfig, WarpConfig, config_to_dict
 from .fast_eager import fast_eager, plain_eager
 from .warp import PreparedImage, PreprocessLike, warp_prepared
 
@@ -40,8 +40,6 @@ __all__ = ["ChannelLRN", "fast_lrn", "plain_lrn", "prepare_inference", "RegionCl
 
 log = logging.getLogger(__name__)
 
-# onnx*, mnn: detector/backends.py (pip install .[onnx], .[mnn]); torch_int8: detector/quantized.py (torch only)
-BACKENDS = ("eager", "bf16", "onnx", "onnx_int8", "torch_int8", "mnn")
 # model.batch_size 0: each backend's batch from tools/benchmark.py's sweeps on this 2-core machine (README
 # "Speed"): eager and bf16 were fastest at 8 in four of five sweeps (16 once); ONNX Runtime int8 with the
 # fused LRN kernel was faster at 16 than at 8 in all three sweeps (149.0 / 138.1 / 144.9 vs 129.9 / 132.7 /

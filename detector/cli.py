@@ -6,16 +6,18 @@ keeps its traceback.
 """
 from __future__ import annotations
 
+import argparse
 import logging
+import math
 import os
 import sys
 from typing import Callable
 
-from .config import ConfigError
+from .config import AT_LEAST_0, Bound, ConfigError
 from .imageio import ImageReadError
 from .structures import DatasetError
 
-__all__ = ["USER_ERRORS", "UserError", "setup_logging", "run", "exit_now"]
+__all__ = ["USER_ERRORS", "UserError", "setup_logging", "run", "exit_now", "number"]
 
 
 class UserError(Exception):
@@ -25,6 +27,21 @@ class UserError(Exception):
 USER_ERRORS: tuple[type[BaseException], ...] = (
     UserError, ConfigError, DatasetError, ImageReadError, FileNotFoundError, PermissionError,
 )
+
+
+def number(kind: type = int, bound: Bound = AT_LEAST_0) -> Callable[[str], int | float]:
+    """An argparse ``type=``: a finite number of ``kind`` (int: a whole number) within ``bound`` (default: 0 or
+    more). Anything else is a usage error that names the option, before any model or data is loaded."""
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'a whole number' if kind is int else 'a number'}, got {text!r}") from None
+        if not math.isfinite(value) or not bound.admits(value):
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+    return parse
 
 
 def setup_logging(verbose: bool = False, log_file: str | None = None) -> None:

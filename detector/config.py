@@ -14,18 +14,21 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import yaml
 
 __all__ = [
     "ConfigError", "Config", "SelectiveSearchConfig", "MultiBoxConfig", "ProposalConfig", "WarpConfig",
     "ModelConfig", "DetectConfig", "TrainConfig", "MultiBoxTrainConfig", "load_config", "apply_overrides",
-    "config_to_dict", "config_hash", "from_dict",
+    "config_to_dict", "config_hash", "from_dict", "Bound", "AT_LEAST_0", "AT_LEAST_1", "POSITIVE", "FRACTION",
+    "BELOW_1", "SS_MODES", "PROPOSAL_METHODS", "WARP_MODES",
+    "BACKBONES", "BACKENDS", "INT8_LRN_SUMS", "INT8_CALIBRATIONS", "INT8_WEIGHT_BITS", "ONNX_LRN_MODES",
 ]
 
 
@@ -33,47 +36,141 @@ class ConfigError(ValueError):
     """A configuration file or override that does not fit the dataclasses."""
 
 
+# The values the string keys (and model.int8_weight_bits) may take. The modules that act on them import these,
+# so a config is refused when it is read, naming the key, rather than deep inside a run.
+SS_MODES = ("single", "fast", "quality", "opencv_fast")  # proposals/selective_search.py
+PROPOSAL_METHODS = ("ss", "multibox", "ss+multibox", "whole_image")  # proposals/cache.py
+WARP_MODES = ("warp", "square")  # detector/warp.py
+BACKBONES = ("bvlc", "torchvision")  # detector/weights.py
+# onnx*, mnn: detector/backends.py (pip install .[onnx], .[mnn]); torch_int8: detector/quantized.py (torch only)
+BACKENDS = ("eager", "bf16", "onnx", "onnx_int8", "torch_int8", "mnn")
+INT8_LRN_SUMS = ("fp32", "int8")  # detector/backends.py INT8_RECIPE
+INT8_CALIBRATIONS = ("minmax", "percentile")
+INT8_WEIGHT_BITS = (0, 7, 8)  # 0: this CPU's choice (detector/backends.py int8_weight_bits)
+ONNX_LRN_MODES = ("fused", "graph")
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The interval a numeric key must lie in (``lo`` / ``hi`` None: unbounded on that side); every float key
+    must also be finite."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False  # lo itself excluded
+    hi_open: bool = False
+
+    def admits(self, v: float) -> bool:
+        return not ((self.lo is not None and (v < self.lo or (self.lo_open and v == self.lo)))
+                    or (self.hi is not None and (v > self.hi or (self.hi_open and v == self.hi))))
+
+    def __str__(self) -> str:
+        if self.lo is not None and self.hi is not None:
+            return f"in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
+        if self.lo is not None:
+            return f"{'>' if self.lo_open else '>='} {self.lo:g}"
+        return f"{'<' if self.hi_open else '<='} {self.hi:g}" if self.hi is not None else "a number"
+
+
+AT_LEAST_0 = Bound(0)
+AT_LEAST_1 = Bound(1)
+POSITIVE = Bound(0, lo_open=True)
+FRACTION = Bound(0, 1)
+BELOW_1 = Bound(0, 1, hi_open=True)
+
+
+def _check_section(section) -> None:
+    """Refuse a section whose keys break its ``_valid`` rules (a :class:`Bound` or a tuple of choices) or whose
+    float keys are not finite; the message names the dotted key (``_name``). Called by each section's
+    ``__post_init__``, so sections built in code are checked too."""
+    for f in dataclasses.fields(section):
+        v = getattr(section, f.name)
+        rule = section._valid.get(f.name)
+        where = f"{section._name}.{f.name}"
+        number = isinstance(v, (int, float)) and not isinstance(v, bool)
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"{where} must be a finite number, not {v!r}")
+        if isinstance(rule, tuple) and v not in rule:
+            raise ConfigError(f"{where} must be one of {', '.join(map(str, rule))}; got {v!r}")
+        if isinstance(rule, Bound) and number and not rule.admits(v):
+            raise ConfigError(f"{where} must be {rule}, not {v!r}")
+
+
 @dataclass
 class SelectiveSearchConfig:
     """Selective Search as R-CNN ran it (see proposals/selective_search.py)."""
 
+    _name: ClassVar[str] = "proposals.selective_search"
+    _valid: ClassVar[dict] = {"mode": SS_MODES, "superpixel_scale": POSITIVE, "resize_width": AT_LEAST_0,
+                              "min_box_size": AT_LEAST_0, "sigma": AT_LEAST_0}
+
     mode: str = "fast"  # single | fast (R-CNN) | quality | opencv_fast (OpenCV's own switchToSelectiveSearchFast)
     superpixel_scale: float = 2.0  # the GoogLeNet entry: superpixels 2x -> k {100, 200} in fast mode
-    resize_width: int = 500  # R-CNN resizes to width 500 before Selective Search
+    resize_width: int = 500  # R-CNN resizes to width 500 before Selective Search; 0 = the image's own size
     min_box_size: int = 20  # boxes narrower or shorter than this (at resize_width) are dropped
     sigma: float = 0.8
     fallback_whole_image: bool = False  # on an OpenCV failure: whole-image box + warning instead of an error
+
+    def __post_init__(self) -> None:
+        _check_section(self)
 
 
 @dataclass
 class MultiBoxConfig:
     """MultiBox proposals at test time (proposals/multibox)."""
 
+    _name: ClassVar[str] = "proposals.multibox"
+    _valid: ClassVar[dict] = {"top_k": AT_LEAST_0, "nms_threshold": FRACTION, "image_size": AT_LEAST_1}
+
     checkpoint: Optional[str] = None
     top_k: int = 200  # the GoogLeNet entry added the top 200 MultiBox boxes
     nms_threshold: float = 0.7
     image_size: int = 224
 
+    def __post_init__(self) -> None:
+        _check_section(self)
+
 
 @dataclass
 class ProposalConfig:
-    method: str = "ss"  # ss | multibox | ss+multibox
+    _name: ClassVar[str] = "proposals"
+    _valid: ClassVar[dict] = {"method": PROPOSAL_METHODS}
+
+    method: str = "ss"  # ss | multibox | ss+multibox | whole_image (the lower bound: one box, the whole image)
     selective_search: SelectiveSearchConfig = field(default_factory=SelectiveSearchConfig)
     multibox: MultiBoxConfig = field(default_factory=MultiBoxConfig)
+
+    def __post_init__(self) -> None:
+        _check_section(self)
 
 
 @dataclass
 class WarpConfig:
     """R-CNN region crops (detector/warp.py)."""
 
+    _name: ClassVar[str] = "warp"
+    _valid: ClassVar[dict] = {"mode": WARP_MODES, "size": AT_LEAST_1, "context_pad": AT_LEAST_0}
+
     mode: str = "warp"  # warp (R-CNN's default) | square
     size: int = 224
     context_pad: int = 16
+
+    def __post_init__(self) -> None:
+        _check_section(self)
+        if self.size <= 2 * self.context_pad:
+            raise ConfigError(f"warp.size must be more than twice warp.context_pad, got size={self.size}, "
+                              f"context_pad={self.context_pad}")
 
 
 @dataclass
 class ModelConfig:
     """Region classifier(s)."""
+
+    _name: ClassVar[str] = "model"
+    _valid: ClassVar[dict] = {"backbone": BACKBONES, "batch_size": AT_LEAST_0, "threads": AT_LEAST_0,
+                              "backend": BACKENDS,
+                              "int8_lrn_sums": INT8_LRN_SUMS, "int8_calibration": INT8_CALIBRATIONS,
+                              "int8_weight_bits": INT8_WEIGHT_BITS, "onnx_lrn": ONNX_LRN_MODES}
 
     backbone: str = "bvlc"  # bvlc (the paper's network, BVLC weights) | torchvision (BatchNorm port)
     weights: Optional[str] = None  # ImageNet weights file; None -> $GOOGLENET_WEIGHTS -> user cache dir
@@ -82,7 +179,7 @@ class ModelConfig:
     # 16 for ONNX Runtime, 32 for torch_int8, the fastest in this machine's sweeps: tools/benchmark.py
     # --batch-sizes, README "Speed"); larger batches only add memory
     batch_size: int = 0
-    threads: int = 0  # 0 = torch's default
+    threads: int = 0  # torch's intra-op threads; 0 = torch's default (every core)
     channels_last: bool = True
     # eager | bf16 | onnx | onnx_int8 | torch_int8 (detector/quantized.py) | mnn (onnx's fp32 graph with the
     # inception blocks in MNN: pip install -e '.[mnn]'; detector/backends.py MnnSegment)
@@ -112,9 +209,15 @@ class ModelConfig:
     # mnn needs fused
     onnx_lrn: str = "fused"
 
+    def __post_init__(self) -> None:
+        _check_section(self)
+
 
 @dataclass
 class DetectConfig:
+    _name: ClassVar[str] = "detect"
+    _valid: ClassVar[dict] = {"nms_threshold": FRACTION, "max_per_image": AT_LEAST_1, "max_proposals": AT_LEAST_0}
+
     nms_threshold: float = 0.3  # R-CNN per-class NMS
     score_threshold: float = 0.05
     max_per_image: int = 100  # ILSVRC: at most 100 detections per image
@@ -125,13 +228,22 @@ class DetectConfig:
     max_proposals: int = 0
 
     def __post_init__(self) -> None:  # checked once here, for detect.py, detect_split.py and the Detector alike
-        if self.max_proposals < 0:
-            raise ConfigError(f"detect.max_proposals must be 0 (all) or a positive count, not {self.max_proposals}")
+        _check_section(self)
 
 
 @dataclass
 class TrainConfig:
     """Fine-tuning region classifiers (detector/training)."""
+
+    _name: ClassVar[str] = "train"
+    _valid: ClassVar[dict] = {"iterations": AT_LEAST_1, "batch_size": AT_LEAST_1, "fg_fraction": FRACTION,
+                              "fg_threshold": FRACTION,
+                              "bg_threshold_high": FRACTION, "bg_threshold_low": FRACTION, "base_lr": POSITIVE,
+                              "momentum": BELOW_1, "weight_decay": AT_LEAST_0, "lr_step": AT_LEAST_1,
+                              "lr_gamma": POSITIVE, "aux_loss_weight": AT_LEAST_0, "head_lr_mult": AT_LEAST_0,
+                              "ema_decay": BELOW_1, "max_fg_per_image": AT_LEAST_0,
+                              "max_bg_per_image": AT_LEAST_0, "eval_every": AT_LEAST_0,
+                              "checkpoint_every": AT_LEAST_0, "seed": AT_LEAST_0, "threads": AT_LEAST_0}
 
     iterations: int = 2000
     batch_size: int = 128
@@ -158,13 +270,27 @@ class TrainConfig:
     eval_every: int = 500
     checkpoint_every: int = 100
     seed: int = 0
-    num_workers: int = 1
+    num_workers: int = 1  # not used (proposals are computed by the tools' --workers processes); kept so configs
+    # and checkpoints that name it still load
     threads: int = 0
+
+    def __post_init__(self) -> None:
+        _check_section(self)
+        if not self.bg_threshold_low <= self.bg_threshold_high <= self.fg_threshold:  # R-CNN: 0 <= 0.5 <= 0.5
+            raise ConfigError(f"train needs bg_threshold_low <= bg_threshold_high <= fg_threshold, got "
+                              f"{self.bg_threshold_low:g}, {self.bg_threshold_high:g}, {self.fg_threshold:g}")
 
 
 @dataclass
 class MultiBoxTrainConfig:
     """Training the MultiBox proposal network (proposals/multibox/train.py)."""
+
+    _name: ClassVar[str] = "multibox_train"
+    _valid: ClassVar[dict] = {"num_priors": AT_LEAST_1, "iterations": AT_LEAST_1, "batch_size": AT_LEAST_1,
+                              "base_lr": POSITIVE,
+                              "momentum": BELOW_1, "weight_decay": AT_LEAST_0, "lr_step": AT_LEAST_1,
+                              "lr_gamma": POSITIVE, "alpha": AT_LEAST_0, "checkpoint_every": AT_LEAST_1,
+                              "seed": AT_LEAST_0, "kmeans_iterations": AT_LEAST_1}
 
     num_priors: int = 200  # K priors from k-means over the training boxes
     iterations: int = 3000
@@ -180,6 +306,9 @@ class MultiBoxTrainConfig:
     checkpoint_every: int = 500
     seed: int = 0
     kmeans_iterations: int = 100
+
+    def __post_init__(self) -> None:
+        _check_section(self)
 
 
 @dataclass
@@ -251,7 +380,14 @@ def from_dict(cls: type, data: dict, source: str = "<dict>", prefix: str = ""):
         raise ConfigError(f"{source}: unknown key '{prefix}{unknown[0]}'; valid keys"
                           f"{' in ' + prefix.rstrip('.') if prefix else ''}: {', '.join(names)}")
     kwargs = {k: _convert(v, hints[k], prefix + k, source) for k, v in data.items()}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:  # a section's own check (_check_section): say where the value came from
+        if getattr(e, "source", None) is not None:  # a subsection's, already said
+            raise
+        err = ConfigError(f"{source}: {e}")
+        err.source = source
+        raise err from None
 
 
 def config_to_dict(cfg) -> dict:

@@ -45,14 +45,13 @@ import torch
 import torch.nn.functional as F
 
 from .boxes import as_boxes
-from .config import WarpConfig
+from .config import WARP_MODES, WarpConfig
 
 __all__ = ["PreprocessLike", "PreparedImage", "prepare_image", "SAMPLERS", "dilated_boxes", "warp_prepared", "warp_regions",
            "iter_warped", "warp_region_reference", "WARP_MODES"]
 
 log = logging.getLogger(__name__)
 
-WARP_MODES = ("warp", "square")
 
 
 class PreprocessLike(Protocol):

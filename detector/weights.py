@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .cli import UserError
+from .config import BACKBONES
 from .googlenet import GoogLeNet
 
 __all__ = ["Preprocess", "BVLC_PREPROCESS", "TORCHVISION_PREPROCESS", "WeightsError", "find_weights",
@@ -188,9 +189,6 @@ def preprocess(images, pre: Preprocess = BVLC_PREPROCESS) -> torch.Tensor:
 
 #: Alias kept for callers that used the earlier name.
 preprocess_images = preprocess
-
-
-BACKBONES = ("bvlc", "torchvision")
 
 
 def build_backbone(backbone: str = "bvlc", num_classes: int = 1000, weights: str | os.PathLike | None = None,

@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from detector.config import ConfigError, ProposalConfig, config_to_dict
+from detector.config import PROPOSAL_METHODS, ConfigError, ProposalConfig, config_to_dict
 from detector.imageio import read_image
 from detector.structures import ImageRecord
 
@@ -38,8 +38,8 @@ __all__ = ["METHODS", "WHOLE_IMAGE", "Proposer", "propose", "whole_image_propose
 
 log = logging.getLogger(__name__)
 
-METHODS = ("ss", "multibox", "ss+multibox")
 WHOLE_IMAGE = "whole_image"
+METHODS = tuple(m for m in PROPOSAL_METHODS if m != WHOLE_IMAGE)  # the proposers (propose)
 Proposer = Callable[[np.ndarray, "str | None"], np.ndarray]
 
 
@@ -65,11 +65,19 @@ def whole_image_proposer(image: np.ndarray, name: str | None = None) -> np.ndarr
 
 def make_proposer(cfg: ProposalConfig, whole_image: bool = False) -> Proposer:
     """The proposer for ``cfg`` (:func:`propose`: Selective Search / MultiBox / both), or
-    :func:`whole_image_proposer` when ``whole_image`` is set or ``cfg.method == "whole_image"``."""
+    :func:`whole_image_proposer` when ``whole_image`` is set or ``cfg.method == "whole_image"``. A config that
+    cannot propose for any image (an unknown method, MultiBox without its checkpoint file) is refused here, once,
+    rather than image by image."""
     if whole_image or cfg.method == WHOLE_IMAGE:
         return whole_image_proposer
     if cfg.method not in METHODS:
         raise ConfigError(f"proposals.method must be one of {(*METHODS, WHOLE_IMAGE)}, got {cfg.method!r}")
+    if cfg.method != "ss":
+        if not cfg.multibox.checkpoint:
+            raise ConfigError(f"proposals.method={cfg.method!r} needs proposals.multibox.checkpoint "
+                              "(a model trained with tools/train_multibox.py)")
+        if not Path(cfg.multibox.checkpoint).is_file():
+            raise ConfigError(f"proposals.multibox.checkpoint: no such file {cfg.multibox.checkpoint}")
 
     def proposer(image: np.ndarray, name: str | None = None) -> np.ndarray:
         return propose(image, cfg, name)
@@ -187,6 +195,7 @@ class ProposalPrefetch:
 
     def __init__(self, paths: Sequence[Path], cfg: ProposalConfig, whole_image: bool = False, workers: int = 1,
                  ahead: int = 2, first_early: bool = False) -> None:
+        make_proposer(cfg, whole_image)  # a config that cannot propose is refused now, not once per image
         self.paths, self.cfg, self.whole_image = list(paths), cfg, whole_image
         self.ahead = max(1, ahead)
         self._pool = None
@@ -277,6 +286,7 @@ def compute_proposals(records: Sequence[ImageRecord], cfg: ProposalConfig, cache
     Returns ``{image_id: boxes}``. Images that fail are logged with the reason and counted; if any failed,
     a ``RuntimeError`` lists them after all others were computed and saved.
     """
+    make_proposer(cfg)  # a config that cannot propose is refused now, not once per image
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     digest = _proposer_digest(cfg)

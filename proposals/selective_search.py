@@ -34,13 +34,12 @@ import numpy as np
 
 import detector
 from detector.boxes import empty_boxes, scale_boxes, xywh_to_xyxy
-from detector.config import SelectiveSearchConfig
+from detector.config import SS_MODES as MODES, SelectiveSearchConfig
 
 __all__ = ["MODES", "SelectiveSearchError", "selective_search", "hierarchy_spec"]
 
 log = logging.getLogger(__name__)
 
-MODES = ("single", "fast", "quality", "opencv_fast")
 _seg = cv2.ximgproc.segmentation
 # Our deviation from R-CNN (which resized every image to width 500 whatever its height): the working image's
 # longer side is capped, so a tall thin strip cannot become a 500x15000 image. Normal photos never reach it.

@@ -168,6 +168,40 @@ def test_unknown_proposal_method_is_a_config_error():
     assert make_proposer(ProposalConfig(method="whole_image")) is whole_image_proposer
 
 
+def test_multibox_without_its_checkpoint_is_refused_once_not_image_by_image(tmp_path, capsys):
+    """Before, ``tools/detect.py --set proposals.method=ss+multibox`` loaded the models, then failed every image
+    with the same error ("0 image(s) processed, N failed"); now the config is refused before anything starts."""
+    from conftest import load_tool
+    from PIL import Image
+
+    from detector.cli import run
+    from detector.config import ConfigError, ProposalConfig
+    from detector.pipeline import make_proposer
+    from proposals.cache import ProposalPrefetch, compute_proposals
+
+    with pytest.raises(ConfigError, match="needs proposals.multibox.checkpoint"):
+        make_proposer(ProposalConfig(method="ss+multibox"))
+    cfg = ProposalConfig(method="multibox")
+    cfg.multibox.checkpoint = str(tmp_path / "none.pt")
+    with pytest.raises(ConfigError, match="no such file .*none.pt"):
+        ProposalPrefetch([tmp_path / "a.jpg", tmp_path / "b.jpg"], cfg, workers=1)
+    with pytest.raises(ConfigError, match="no such file .*none.pt"):  # training and split evaluation's path
+        compute_proposals([], cfg, tmp_path / "cache", workers=1)
+    assert not (tmp_path / "cache").exists()
+    images = [tmp_path / f"{i}.jpg" for i in range(3)]
+    for p in images:
+        Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(p)
+    assert run(load_tool("detect").main, [*map(str, images), "--set", "proposals.method=ss+multibox"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == ("error: proposals.method='ss+multibox' needs proposals.multibox.checkpoint "
+                       "(a model trained with tools/train_multibox.py)")
+    assert not any("failed" in line or "region classifier" in line for line in err)  # no model loaded, no image
+    assert run(load_tool("detect").main, [*map(str, images), "--set", "proposals.method=multibox",
+                                          "--image-workers", "2"]) == 2  # the other way a folder is detected
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: proposals.method='multibox' needs") and not any("failed" in e for e in err)
+
+
 def test_the_benchmark_reads_the_log_line_detect_writes(caplog):
     """detector.bench.parse_detect_log on the line Detector.detect really logs (a round trip through the
     format, both for proposals computed here and in a worker)."""

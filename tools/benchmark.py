@@ -52,8 +52,8 @@ from detector.bench import (bench_batch_sizes, bench_detect_command, bench_end_t
 from detector.bench_report import extra_methods, load_result, method_labels, plot_benchmark, recommend
 from detector.ceiling import ceilings, conv_rates, count_macs, floor_seconds
 from detector.classifier import Ensemble, batch_size_for, build_classifier, plain_lrn
-from detector.cli import UserError, run, setup_logging
-from detector.config import config_to_dict, load_config
+from detector.cli import UserError, number, run, setup_logging
+from detector.config import AT_LEAST_1, config_to_dict, load_config
 from detector.imageio import IMAGE_EXTENSIONS, read_image
 from detector.pipeline import CPU_WAIT_REPORT, Detector, make_proposer
 from detector.warp import SAMPLERS, prepare_image, warp_prepared, warp_region_reference
@@ -102,13 +102,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--random-boxes", action="store_true",
                     help="time warp/classify on 1,024 seeded random boxes instead of the image's proposals "
                     "(no proposer needed; skips the end-to-end timing)")
-    ap.add_argument("--regions", type=int, default=256, help="regions for the batched measurements")
-    ap.add_argument("--batch-size", type=int, help="the chosen batch size of every row (default: model.batch_size, "
+    ap.add_argument("--regions", type=number(int, AT_LEAST_1), default=256, help="regions for the batched measurements")
+    ap.add_argument("--batch-size", type=number(int, AT_LEAST_1),
+                    help="the chosen batch size of every row (default: model.batch_size, "
                     "whose default 0 gives each backend its own: detector.classifier.BEST_BATCH)")
-    ap.add_argument("--rounds", type=int, default=4, help="interleaved rounds of batch-1 / batch / naive")
-    ap.add_argument("--per-round", type=int, default=16, help="regions per method per round")
-    ap.add_argument("--e2e-images", type=int, default=2, help="images timed end to end (0 = skip)")
-    ap.add_argument("--threads", type=int, default=0,
+    ap.add_argument("--rounds", type=number(int, AT_LEAST_1), default=4,
+                    help="interleaved rounds of batch-1 / batch / naive")
+    ap.add_argument("--per-round", type=number(int, AT_LEAST_1), default=16, help="regions per method per round")
+    ap.add_argument("--e2e-images", type=number(), default=2, help="images timed end to end (0 = skip)")
+    ap.add_argument("--threads", type=number(), default=0,
                     help="torch/cv2 threads (default 0: all cores, as tools/detect.py uses them; on a machine "
                     "where other jobs keep cores busy, give the free cores: more threads than that run several "
                     "times slower, and the end-to-end rows say when the threads waited for a CPU)")
@@ -123,11 +125,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="skip the torch int8 rows (detector/quantized.py; calibrated on first use, ~15 s)")
     ap.add_argument("--batch-sizes", type=positive_ints, default="1,8,16,32,64",
                     help="batch-size sweep of every backend but torch.compile (empty: skip)")
-    ap.add_argument("--ss-images", type=int, default=4, help="images for the Selective Search rows (0 = skip)")
-    ap.add_argument("--ensemble", type=int, default=3, help="members of the end-to-end ensemble row (0 = skip)")
-    ap.add_argument("--folder-images", type=int, default=0,
+    ap.add_argument("--ss-images", type=number(), default=4, help="images for the Selective Search rows (0 = skip)")
+    ap.add_argument("--ensemble", type=number(), default=3, help="members of the end-to-end ensemble row (0 = skip)")
+    ap.add_argument("--folder-images", type=number(), default=0,
                     help="images for the folder throughput with vs without overlap (0 = skip)")
-    ap.add_argument("--folder-image-workers", type=int, default=2,
+    ap.add_argument("--folder-image-workers", type=number(), default=2,
                     help="image workers for the folder row of tools/detect.py --image-workers (0 = skip)")
     ap.add_argument("--memory-regions", type=positive_ints, default="256,2048",
                     help="peak resident memory after classifying each of these numbers of regions (empty: skip)")
@@ -135,7 +137,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="backends timed end to end (onnx* only with --onnx, mnn only with --mnn)")
     ap.add_argument("--no-ceiling", action="store_true",
                     help="skip the ceiling rows (each runtime's rate on large convolutions, the floor it implies)")
-    ap.add_argument("--command-runs", type=int, default=0,
+    ap.add_argument("--command-runs", type=number(), default=0,
                     help="pairs of whole tools/detect.py commands on --image, else the default photo (a fresh process "
                     "each, start-up and model loading included), with and without --no-early-proposals "
                     "(0 = skip, the default)")

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from detector.cli import run, setup_logging
+from detector.cli import number, run, setup_logging
+from detector.config import AT_LEAST_1, POSITIVE
 from detector.googlenet import GoogLeNet
 
 log = logging.getLogger("benchmark_googlenet")
@@ -28,9 +29,10 @@ log = logging.getLogger("benchmark_googlenet")
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--weights", help="BVLC .npz (optional: speed does not depend on the values)")
-    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
-    ap.add_argument("--seconds", type=float, default=20.0, help="timed seconds per batch size (approx.)")
+    ap.add_argument("--batch-sizes", type=number(int, AT_LEAST_1), nargs="+", default=[1, 32])
+    ap.add_argument("--threads", type=number(), default=0, help="torch threads (0 = torch default)")
+    ap.add_argument("--seconds", type=number(float, POSITIVE), default=20.0,
+                    help="timed seconds per batch size (approx.)")
     ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("-v", "--verbose", action="store_true")

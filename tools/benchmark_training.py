@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from detector.bench import peak_rss_mb
-from detector.cli import run, setup_logging
-from detector.config import ModelConfig, TrainConfig
+from detector.cli import number, run, setup_logging
+from detector.config import AT_LEAST_1, ModelConfig, TrainConfig
 from detector.training.features import forward_from_features
 from detector.training.model import build_train_model
 
@@ -74,9 +74,9 @@ def step_rate(size: int, freeze_below: str, cached: bool, batch: int, steps: int
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--steps", type=int, default=3, help="timed steps per row (after one warm-up)")
+    ap.add_argument("--threads", type=number(int, AT_LEAST_1), default=2)
+    ap.add_argument("--batch-size", type=number(int, AT_LEAST_1), default=64)
+    ap.add_argument("--steps", type=number(int, AT_LEAST_1), default=3, help="timed steps per row (after one warm-up)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     setup_logging()

@@ -18,7 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from detector.cli import UserError, run
+from detector.cli import UserError, number, run
+from detector.config import POSITIVE
 
 # Runs in a child interpreter: argv = [mode, image, seconds, json config of SelectiveSearchConfig].
 _CHILD = """
@@ -64,9 +65,9 @@ def check(image: Path, seconds: float, mode: str, ss_config: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("image", type=Path)
-    ap.add_argument("--seconds", type=float, default=30.0,
+    ap.add_argument("--seconds", type=number(float, POSITIVE), default=30.0,
                     help="per mode; ONNX Runtime's thread first calls rand() ~9 s after import")
-    ap.add_argument("--superpixel-scale", type=float, default=2.0)
+    ap.add_argument("--superpixel-scale", type=number(float, POSITIVE), default=2.0)
     args = ap.parse_args(argv)
     if not args.image.is_file():
         raise UserError(f"{args.image}: no such image")

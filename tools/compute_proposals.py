@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from detector.cli import run, setup_logging
+from detector.cli import number, run, setup_logging
+from detector.config import AT_LEAST_1
 from detector.datasets.cli import add_dataset_arguments, dataset_from_args
 from proposals.cache import add_proposer_arguments, compute_proposals, proposer_config_from_args
 
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_proposer_arguments(ap)
     ap.add_argument("--out", required=True, type=Path, help="cache directory")
-    ap.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    ap.add_argument("--workers", type=number(int, AT_LEAST_1), default=2, help="worker processes (default 2)")
     add_dataset_arguments(ap)
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)

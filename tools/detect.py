@@ -23,7 +23,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 # Only modules that do not import torch up here: main() starts the first image's proposals in a worker process
 # before it imports the network code (detector.classifier, detector.pipeline; ~2 s) and builds the classifier.
-from detector.cli import USER_ERRORS, UserError, exit_now, run, setup_logging
+from detector.cli import USER_ERRORS, UserError, exit_now, number, run, setup_logging
 from detector.config import config_to_dict, load_config
 from detector.imageio import IMAGE_EXTENSIONS
 from detector.structures import Detections
@@ -62,11 +62,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--devkit", help="ILSVRC 2014 devkit folder (meta_det.mat for the embedded default; "
                     "det_lists/val.txt for --submission); default $GOOGLENET_RCNN_DEVKIT")
     ap.add_argument("--out", help="folder for pictures with labelled boxes")
-    ap.add_argument("--overlap-workers", type=int, default=0,
+    ap.add_argument("--overlap-workers", type=number(), default=0,
                     help="processes computing the next images' proposals during classification (0 = off, the "
                     "default: on 2 cores the worker competes with a classifier that already uses both, 0.90-0.99x in "
                     "tools/benchmark.py, README \"Speed\"; worth it when a core is free)")
-    ap.add_argument("--image-workers", type=int, default=0,
+    ap.add_argument("--image-workers", type=number(), default=0,
                     help="detect N images at a time, each in its own process with threads/N threads (0 = off, "
                     "the default; 1.10-1.23x on 2 cores with 2 workers, README \"Speed\")")
     ap.add_argument("--no-early-proposals", action="store_true",
@@ -76,8 +76,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--json", help="write every detection to this JSON file")
     ap.add_argument("--submission", help="write an ILSVRC submission (needs the devkit's val.txt)")
     ap.add_argument("--score-threshold", type=float, help="override detect.score_threshold")
-    ap.add_argument("--batch-size", type=int, help="override model.batch_size (regions per forward)")
-    ap.add_argument("--threads", type=int, help="override model.threads")
+    ap.add_argument("--batch-size", type=number(), help="override model.batch_size (regions per forward)")
+    ap.add_argument("--threads", type=number(), help="override model.threads")
     ap.add_argument("--whole-image", action="store_true",
                     help="replace the proposals by the whole image (the lower bound)")
     ap.add_argument("-v", "--verbose", action="store_true")
@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.image_workers > 0 and args.overlap_workers > 0:
         raise UserError("--image-workers and --overlap-workers are two ways to overlap the work: choose one")
     if args.image_workers > 0 and len(images) > 1:
+        make_proposer(cfg.proposals, args.whole_image)  # a config that cannot propose: refused before any work
         prefetch = None
     else:  # started now, so that Selective Search runs while the network code is imported and the models load
         prefetch = ProposalPrefetch(images, cfg.proposals, args.whole_image,

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from detector.cli import UserError, run, setup_logging
-from detector.config import WarpConfig, config_to_dict, from_dict, load_config
+from detector.cli import UserError, number, run, setup_logging
+from detector.config import AT_LEAST_1, WarpConfig, config_to_dict, from_dict, load_config
 from detector.datasets.cli import add_dataset_arguments, dataset_from_args
 
 log = logging.getLogger("detect_split")
@@ -43,12 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", help="YAML config (proposals and detect sections are used)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     ap.add_argument("--proposal-cache", type=Path, default=Path("out/cache/proposals"))
-    ap.add_argument("--max-proposals", type=int, default=None,
+    ap.add_argument("--max-proposals", type=number(), default=None,
                     help="keep the first N proposals per image (0: all; default: the config's detect.max_proposals)")
-    ap.add_argument("--workers", type=int, default=1, help="processes for missing proposals")
+    ap.add_argument("--workers", type=number(int, AT_LEAST_1), default=1, help="processes for missing proposals")
     ap.add_argument("--metric", default="voc", help="evaluation metric (detector.evaluation): voc | voc07 | coco")
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--batch-size", type=number(int, AT_LEAST_1), default=32)
+    ap.add_argument("--threads", type=number(), default=0)
     ap.add_argument("--backend", default="eager", choices=["eager", "onnx", "onnx_int8", "torch_int8", "mnn"],
                     help="region classification backend (detector/backends.py, onnx* need pip install -e '.[onnx]', "
                     "mnn pip install -e '.[mnn]'; torch_int8: detector/quantized.py)")

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from detector.bench import profile_onnx
-from detector.cli import UserError, run, setup_logging
+from detector.cli import UserError, number, run, setup_logging
+from detector.config import AT_LEAST_1
 
 log = logging.getLogger("profile_onnx")
 
@@ -29,13 +30,13 @@ log = logging.getLogger("profile_onnx")
 def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("graphs", nargs="+", type=Path, help="ONNX graphs of the region classifier")
-    ap.add_argument("--batch", type=int, default=8, help="regions per run (model.batch_size)")
-    ap.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
-    ap.add_argument("--rounds", type=int, default=8, help="timed batches after 2 warm-up batches")
+    ap.add_argument("--batch", type=number(int, AT_LEAST_1), default=8, help="regions per run (model.batch_size)")
+    ap.add_argument("--threads", type=number(int, AT_LEAST_1), default=2, help="ONNX Runtime intra-op threads")
+    ap.add_argument("--rounds", type=number(int, AT_LEAST_1), default=8, help="timed batches after 2 warm-up batches")
     ap.add_argument("--denormals-zero", action="store_true", help="ORT's session.set_denormal_as_zero")
     ap.add_argument("--lrn", choices=["graph", "fused"], default="graph",
                     help="run GoogLeNet's LRNs as the graph's operators or as the fused kernel")
-    ap.add_argument("--top", type=int, default=12, help="operator types and nodes listed")
+    ap.add_argument("--top", type=number(int, AT_LEAST_1), default=12, help="operator types and nodes listed")
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("-v", "--verbose", action="store_true")
     return ap.parse_args(argv)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from detector.cli import run, setup_logging
-from detector.config import config_to_dict
+from detector.cli import number, run, setup_logging
+from detector.config import AT_LEAST_1, Bound, config_to_dict
 from detector.datasets.cli import add_dataset_arguments, dataset_from_args
 from detector.evaluation.recall import plot_recall_curves, proposal_recall
 from proposals.cache import (add_proposer_arguments, cached_seconds, compute_proposals,
@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_proposer_arguments(ap)
     ap.add_argument("--cache", type=Path, help="proposal cache directory (default: a temporary one)")
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--iou", type=float, default=0.5)
+    ap.add_argument("--workers", type=number(int, AT_LEAST_1), default=2)
+    ap.add_argument("--iou", type=number(float, Bound(0, 1, lo_open=True)), default=0.5)
     ap.add_argument("--ilsvrc-small", action="store_true",
                     help="use the ILSVRC per-object threshold min(0.5, wh/((w+10)(h+10))) instead of --iou")
     ap.add_argument("--json", type=Path, help="write every figure and the recall curve here")

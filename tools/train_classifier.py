@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from detector.cli import UserError, run, setup_logging
-from detector.config import config_to_dict, load_config
+from detector.cli import UserError, number, run, setup_logging
+from detector.config import AT_LEAST_1, config_to_dict, load_config
 from detector.datasets.cli import add_dataset_arguments, dataset_from_args
 
 log = logging.getLogger("train_classifier")
@@ -34,16 +34,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
     ap.add_argument("--weights", help="BVLC ImageNet weights .npz (overrides model.weights; else "
                     "$GOOGLENET_WEIGHTS or the user cache)")
-    ap.add_argument("--seed", type=int, help="overrides train.seed (ensemble members differ by seed)")
+    ap.add_argument("--seed", type=number(), help="overrides train.seed (ensemble members differ by seed)")
     ap.add_argument("--proposal-cache", type=Path, default=Path("out/cache/proposals"),
                     help="proposal cache folder (missing entries are computed)")
-    ap.add_argument("--workers", type=int, default=1, help="processes for missing proposals")
+    ap.add_argument("--workers", type=number(int, AT_LEAST_1), default=1, help="processes for missing proposals")
     ap.add_argument("--feature-cache", type=Path, default=Path("out/cache/features"),
                     help="with train.feature_layer: folder of cached frozen-trunk features (one per data set "
                     "and layer; shared by runs that differ only in seed)")
     ap.add_argument("--val-split", help="voc: image set to validate on every train.eval_every steps")
     ap.add_argument("--val-split-file", type=Path, help="voc: image-set file to validate on")
-    ap.add_argument("--val-limit", type=int, default=0, help="validate on the first N of those images")
+    ap.add_argument("--val-limit", type=number(), default=0, help="validate on the first N of those images")
     ap.add_argument("-v", "--verbose", action="store_true")
     add_dataset_arguments(ap)
     args = ap.parse_args(argv)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from detector.cli import run, setup_logging
+from detector.cli import number, run, setup_logging
 from detector.config import config_to_dict, load_config
 from detector.datasets.cli import add_dataset_arguments, dataset_from_args
 from detector.weights import find_weights
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weights", help="BVLC GoogLeNet .npz (default: $GOOGLENET_WEIGHTS / user cache)")
     ap.add_argument("--out", required=True, type=Path, help="run directory")
     ap.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
-    ap.add_argument("--seed", type=int, help="overrides multibox_train.seed")
+    ap.add_argument("--seed", type=number(), help="overrides multibox_train.seed")
     add_dataset_arguments(ap)
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import WarpConfig
+from ..config import ConfigError, WarpConfig
 from ..imageio import read_image
 from ..structures import ImageRecord
 from ..warp import PreprocessLike, prepare_image, warp_prepared
@@ -69,11 +69,11 @@ def check_feature_layer(net: nn.Module, layer: str) -> None:
     from ..googlenet import LAYER_NAMES
 
     if layer not in LAYER_NAMES:
-        raise ValueError(f"train.feature_layer: unknown layer {layer!r} (one of {', '.join(LAYER_NAMES)})")
+        raise ConfigError(f"train.feature_layer: unknown layer {layer!r} (one of {', '.join(LAYER_NAMES)})")
     for name in LAYER_NAMES[:LAYER_NAMES.index(layer) + 1]:
         if any(p.requires_grad for p in getattr(net, name).parameters()):
-            raise ValueError(f"train.feature_layer={layer}: layer {name} is trainable (train.freeze_below "
-                             f"must be above the cached layer, e.g. freeze_below=inception_5a with pool4)")
+            raise ConfigError(f"train.feature_layer={layer}: layer {name} is trainable (train.freeze_below "
+                              f"must be above the cached layer, e.g. freeze_below=inception_5a with pool4)")
 
 
 def forward_from_features(net: nn.Module, h: torch.Tensor, layer: str) -> torch.Tensor:

@@ -12,7 +12,7 @@ import logging
 import torch
 from torch import nn
 
-from ..config import ModelConfig, TrainConfig
+from ..config import ConfigError, ModelConfig, TrainConfig
 from .checkpoint import architecture_id
 
 __all__ = ["build_train_model", "freeze"]
@@ -32,7 +32,7 @@ def freeze(net: nn.Module, freeze_below: str) -> None:
         try:
             net.freeze_below(freeze_below)
         except ValueError as e:
-            raise ValueError(f"train.freeze_below: {e} (or 'none' / 'all')") from None
+            raise ConfigError(f"train.freeze_below: {e} (or 'none' / 'all')") from None
 
 
 def build_train_model(num_fg_classes: int, model_cfg: ModelConfig, train_cfg: TrainConfig,
@@ -47,7 +47,7 @@ def build_train_model(num_fg_classes: int, model_cfg: ModelConfig, train_cfg: Tr
     from ..weights import find_weights, load_bvlc_weights
 
     if model_cfg.backbone != "bvlc":
-        raise ValueError(f"training supports model.backbone=bvlc only, got {model_cfg.backbone!r}")
+        raise ConfigError(f"training supports model.backbone=bvlc only, got {model_cfg.backbone!r}")
     from ..googlenet import LAYER_NAMES
 
     aux = train_cfg.aux_loss_weight > 0

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import TrainConfig, WarpConfig
+from ..config import ConfigError, TrainConfig, WarpConfig
 from ..imageio import read_image
 from ..structures import ImageRecord
 from ..warp import PreprocessLike, prepare_image, warp_prepared
@@ -166,7 +166,7 @@ def train(model: nn.Module, sampler: RegionSampler, loader: Callable[[Minibatch]
         torch.set_num_threads(cfg.threads)
     groups = split_param_groups(model, cfg.base_lr, cfg.head_lr_mult)
     if not groups:
-        raise ValueError("no trainable parameters (freeze_below froze everything?)")
+        raise ConfigError("no trainable parameters (train.freeze_below froze everything?)")
     opt = torch.optim.SGD(groups, lr=cfg.base_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, cfg.lr_step), gamma=cfg.lr_gamma)
     ema = ModelEMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
@@ -181,7 +181,7 @@ def train(model: nn.Module, sampler: RegionSampler, loader: Callable[[Minibatch]
         sched.load_state_dict(ckpt["scheduler"])
         if ema is not None:
             if ckpt.get("ema") is None:
-                raise ValueError(f"{last_path}: checkpoint has no EMA state but train.ema_decay > 0")
+                raise ConfigError(f"{last_path}: checkpoint has no EMA state but train.ema_decay > 0")
             ema.load_state_dict({**ckpt["ema"], "shadow": ckpt["model"]})
         sampler.load_state_dict(ckpt["sampler"])
         set_rng_state(ckpt["rng"])
