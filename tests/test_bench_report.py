@@ -246,6 +246,27 @@ def test_lists_of_counts_are_checked_when_parsed(capsys):
         assert "--memory-regions: expected" in capsys.readouterr().err
 
 
+def test_end_to_end_backends_and_the_val_dir_are_checked_before_measuring(tmp_path, capsys):
+    """Before, an unknown --e2e-backends name was skipped in silence and an --val-dir without images timed the one
+    photo; now both are one error before any model loads."""
+    from conftest import load_tool
+
+    from detector.cli import run
+
+    tool = load_tool("benchmark")
+    assert tool.parse_args(["--e2e-backends", "mnn,eager"]).e2e_backends == "mnn,eager"
+    with pytest.raises(SystemExit) as e:
+        tool.parse_args(["--e2e-backends", "eager,onxn"])
+    assert e.value.code == 2
+    assert "--e2e-backends: unknown 'onxn'; choose from eager, onnx, onnx_int8, torch_int8, mnn" in \
+        capsys.readouterr().err
+    (tmp_path / "notes.txt").write_text("not an image")
+    assert run(tool.main, ["--val-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"error: --val-dir {tmp_path}: no images in it (.bmp")
+    assert not any("region classifier" in line for line in err)
+
+
 def test_selective_search_rows_leave_out_more_workers_than_images(tmp_path):
     """detector.bench.bench_selective_search on one photo: the 2-worker row would time only the pool's start-up,
     so only the 1-worker row is measured; its boxes are the photo's proposals."""

@@ -89,6 +89,10 @@ def default_photo() -> Path:
     return path
 
 
+# the backends an end-to-end row can time (onnx* with --onnx, mnn with --mnn, torch_int8 unless --no-torch-int8)
+E2E_BACKENDS = ("eager", "onnx", "onnx_int8", "torch_int8", "mnn")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--image", help="photo whose proposals are timed (default: scikit-image's chelsea, 451x300)")
@@ -149,7 +153,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--from-json", metavar="JSON",
                     help="measure nothing: print the table of a saved --json result (and draw it with --plot)")
     ap.add_argument("-v", "--verbose", action="store_true")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    unknown = sorted(set(args.e2e_backends.split(",")) - set(E2E_BACKENDS))
+    if unknown:
+        ap.error(f"--e2e-backends: unknown {', '.join(map(repr, unknown))}; choose from {', '.join(E2E_BACKENDS)}")
+    return args
 
 
 def _rate(n: int, seconds: float) -> float:
@@ -397,6 +405,13 @@ def main(argv: list[str] | None = None) -> int:
 
     photo = Path(args.image) if args.image else default_photo()
     image, image_name = read_image(photo), photo.stem
+    paths = [photo]  # the images of the end-to-end, Selective Search and folder rows
+    if args.val_dir:
+        exts = {e.lower() for e in IMAGE_EXTENSIONS}
+        more = sorted(p for p in Path(args.val_dir).iterdir() if p.suffix.lower() in exts and p not in paths)
+        if not more:
+            raise UserError(f"--val-dir {args.val_dir}: no images in it ({', '.join(sorted(exts))})")
+        paths += more
     ens = build_classifier(cfg.model, cfg.warp, meta_det=args.devkit)
     if args.random_boxes:
         detector, boxes = None, random_boxes(image, 1024)
@@ -476,10 +491,6 @@ def main(argv: list[str] | None = None) -> int:
                           "conv_rates": conv_rates(torch.get_num_threads(), onnx=args.onnx,
                                                    torch_int8=not args.no_torch_int8)}
     ens.batch_size = batch
-    paths = [photo]
-    if args.val_dir:
-        exts = {e.lower() for e in IMAGE_EXTENSIONS}
-        paths += sorted(p for p in Path(args.val_dir).iterdir() if p.suffix.lower() in exts and p not in paths)
     if args.batch_sizes:
         # every backend at batch 1 and the sizes after it; torch.compile is left out (it compiles again for
         # every new batch shape, about a minute each) and so is the 1-thread row (the same graph)
@@ -501,6 +512,8 @@ def main(argv: list[str] | None = None) -> int:
         backends = {"eager": ens, **extra}
         for be in args.e2e_backends.split(","):
             if be not in backends:
+                log.info("end to end: %s left out (not built in this run: --onnx, --mnn or without "
+                         "--no-torch-int8 builds it)", be)
                 continue
             variants = [(1, backends[be])] + ([(args.ensemble, replicated_ensemble(backends[be], args.ensemble))]
                                               if args.ensemble > 1 else [])
