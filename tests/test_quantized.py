@@ -2,6 +2,7 @@
 came from; the uint8 LRN against dequantise -> torch's LRN -> quantise; the cached ranges; pickling.
 
 Speed is measured in tools/benchmark.py, never here."""
+import contextlib
 import pickle
 
 import numpy as np
@@ -252,3 +253,27 @@ def test_seven_bit_weights_cannot_saturate_the_16_bit_pair_sums():
         assert float(out[8].max()) < 0.6 * 640  # the saturation 7-bit weights avoid
     elif cpu.cpu_has_vnni():
         np.testing.assert_allclose(out[8].numpy(), 640.0, rtol=0.01)
+
+
+def test_preparing_without_fx_stack_traces_changes_nothing_but_the_traces():
+    """quantized._prepare switches off FX's per-node stack traces (their symbolisation was most of a torch_int8
+    member's start-up) and restores the switch after; the quantised network computes exactly the same numbers as
+    one prepared with the traces."""
+    fx_config = pytest.importorskip("torch.fx.config")
+    if not hasattr(fx_config, "do_not_emit_stack_traces"):
+        pytest.skip("this torch has no torch.fx.config.do_not_emit_stack_traces")
+    m, cal = _member(), _batches()
+    x = torch.from_numpy(_batches(1, seed=3)[0])
+    assert fx_config.do_not_emit_stack_traces is False
+    prepared, _ = quantized._prepare(m.net, torch.zeros(1, 3, 64, 64))
+    assert fx_config.do_not_emit_stack_traces is False  # restored
+    assert not any(n.stack_trace for n in prepared.graph.nodes)
+    fast, obs = quantized.quantize_net(m.net, cal)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(quantized, "_without_fx_stack_traces", contextlib.nullcontext)
+        traced, _ = quantized._prepare(m.net, torch.zeros(1, 3, 64, 64))
+        assert any(n.stack_trace for n in traced.graph.nodes)  # what the switch saves
+        slow, obs_slow = quantized.quantize_net(m.net, cal)
+    assert all(torch.equal(obs[k], obs_slow[k]) for k in obs)
+    with torch.inference_mode():
+        assert torch.equal(fast(x), slow(x))
