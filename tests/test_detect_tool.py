@@ -106,6 +106,30 @@ def test_folder_input_and_nothing_detected(tool, tmp_path, capsys):
     assert capsys.readouterr().out == ""
 
 
+def test_backend_option_is_the_model_backend_override(monkeypatch, tmp_path, capsys):
+    """``--backend NAME`` is ``--set model.backend=NAME``: the classifier is built with it; an unknown name is a
+    usage error that lists the backends."""
+    mod = load_tool("detect")
+    ens = Ensemble([RegionClassifier(BrightNet(), ("n0001",), ("bright thing",), IDENTITY)],
+                   batch_size=4, channels_last=False)
+    built = []
+    import detector.classifier
+
+    monkeypatch.setattr(detector.classifier, "build_classifier", lambda model_cfg, *a, **k: built.append(
+        model_cfg.backend) or ens)
+    Image.fromarray(np.full((16, 16, 3), 250, np.uint8)).save(tmp_path / "a.png")
+    assert mod.main([str(tmp_path / "a.png"), "--whole-image", "--backend", "torch_int8"]) == 0
+    assert mod.main([str(tmp_path / "a.png"), "--whole-image"]) == 0
+    assert built == ["torch_int8", "eager"]
+    assert capsys.readouterr().out.count("bright thing") == 2
+    with pytest.raises(SystemExit) as e:
+        mod.main([str(tmp_path / "a.png"), "--backend", "int8"])
+    assert e.value.code == 2
+    assert "argument --backend: invalid choice: 'int8' (choose from eager, bf16, onnx, onnx_int8, torch_int8, mnn)" \
+        in capsys.readouterr().err.replace("'eager', 'bf16', 'onnx', 'onnx_int8', 'torch_int8', 'mnn'",
+                                           "eager, bf16, onnx, onnx_int8, torch_int8, mnn")
+
+
 def test_ilsvrc_submission(monkeypatch, tmp_path, shared_data, capsys):
     """Images named as val images -> submission lines with their val.txt index (its line: val_00000007 is
     line 3) and DET_IDs."""

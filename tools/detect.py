@@ -24,7 +24,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 # Only modules that do not import torch up here: main() starts the first image's proposals in a worker process
 # before it imports the network code (detector.classifier, detector.pipeline; ~2 s) and builds the classifier.
 from detector.cli import USER_ERRORS, UserError, exit_now, number, run, setup_logging
-from detector.config import config_to_dict, load_config
+from detector.config import BACKENDS, config_to_dict, load_config
 from detector.imageio import IMAGE_EXTENSIONS
 from detector.structures import Detections
 from detector.visualize import save_detections_image
@@ -64,11 +64,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", help="folder for pictures with labelled boxes")
     ap.add_argument("--overlap-workers", type=number(), default=0,
                     help="processes computing the next images' proposals during classification (0 = off, the "
-                    "default: on 2 cores the worker competes with a classifier that already uses both, 0.90-0.99x in "
+                    "default: on 2 cores the worker competes with a classifier that already uses both, 0.90-1.18x in "
                     "tools/benchmark.py, README \"Speed\"; worth it when a core is free)")
     ap.add_argument("--image-workers", type=number(), default=0,
                     help="detect N images at a time, each in its own process with threads/N threads (0 = off, "
-                    "the default; 1.10-1.23x on 2 cores with 2 workers, README \"Speed\")")
+                    "the default; 1.02-1.23x on 2 cores with 2 workers, README \"Speed\")")
     ap.add_argument("--no-early-proposals", action="store_true",
                     help="compute the first image's Selective Search here, after loading the models, instead of in a "
                     "worker process started before (the default: it runs on the other core while the network code "
@@ -78,6 +78,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--score-threshold", type=float, help="override detect.score_threshold")
     ap.add_argument("--batch-size", type=number(), help="override model.batch_size (regions per forward)")
     ap.add_argument("--threads", type=number(), help="override model.threads")
+    ap.add_argument("--backend", choices=BACKENDS,
+                    help="override model.backend: how regions are classified (default eager, fp32; torch_int8 is "
+                    "the fastest with no extra install, mnn the fastest fp32 with pip install -e '.[mnn]'; "
+                    "README \"Speed\")")
     ap.add_argument("--whole-image", action="store_true",
                     help="replace the proposals by the whole image (the lower bound)")
     ap.add_argument("-v", "--verbose", action="store_true")
@@ -99,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.weights:
         overrides.append(f"model.weights={json.dumps(args.weights)}")
     for key, val in (("detect.score_threshold", args.score_threshold), ("model.batch_size", args.batch_size),
-                     ("model.threads", args.threads)):
+                     ("model.threads", args.threads), ("model.backend", args.backend)):
         if val is not None:
             overrides.append(f"{key}={val}")
     cfg = load_config(args.config, overrides)
