@@ -47,9 +47,10 @@ log = logging.getLogger(__name__)
 # (within 10% either way). 64 was always slower. mnn: 8 (63.5 regions/s against 59.5 at 4 and 59.0 at 16, one
 # paired run; README "Speed"). torch int8 (oneDNN): 32 since session 26 (16 before): on the AVX2 machine it was
 # faster at 32 than at 16 in all 9 sweeps of sessions 19-26 (1-12%) and in 12 of 14 interleaved rounds on all
-# 1,127 proposals of raccoon-70 (docs/speed_log.md, session 26). ONNX Runtime int8 stays at 16: 32 won 11 of 16
-# such rounds (11% and 1% in the medians of two runs) but lost 4 of the 6 sweeps by 1-10%.
-BEST_BATCH = {"eager": 8, "bf16": 8, "onnx": 16, "onnx_int8": 16, "torch_int8": 32, "mnn": 8}
+# 1,127 proposals of raccoon-70 (docs/speed_log.md, session 26). ONNX Runtime int8: 32 since session 27 (16
+# before): 32 won 18 of 24 such rounds over sessions 26-27 (medians 11%, 1% and 7.5% faster) and session 27's
+# sweep (79.7 against 68.4 regions/s), though it lost 4 of session 26's 6 sweeps by 1-10%.
+BEST_BATCH = {"eager": 8, "bf16": 8, "onnx": 16, "onnx_int8": 32, "torch_int8": 32, "mnn": 8}
 
 
 def batch_size_for(backend: str, batch_size: int = 0) -> int:

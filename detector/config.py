@@ -176,7 +176,7 @@ class ModelConfig:
     weights: Optional[str] = None  # ImageNet weights file; None -> $GOOGLENET_WEIGHTS -> user cache dir
     checkpoints: list[str] = field(default_factory=list)  # trained classifiers; several = ensemble
     # regions per forward; 0 = the backend's own (detector/classifier.py BEST_BATCH: 8 for eager, bf16 and mnn,
-    # 16 for ONNX Runtime, 32 for torch_int8, the fastest in this machine's sweeps: tools/benchmark.py
+    # 16 for ONNX Runtime fp32, 32 for both int8 backends, the fastest on this machine: tools/benchmark.py
     # --batch-sizes, README "Speed"); larger batches only add memory
     batch_size: int = 0
     threads: int = 0  # torch's intra-op threads; 0 = torch's default (every core)
