@@ -256,7 +256,8 @@ def bench_memory(ens: Ensemble, img: PreparedImage, warp_cfg, counts: Sequence[i
         xy = rng.uniform(0, 1, (n, 2)) * (np.array([img.width, img.height]) - wh)
         boxes = np.concatenate([xy, xy + wh], 1).astype(np.float32)
         t0 = time.perf_counter()
-        ens.classify_regions(img, boxes, warp_cfg)
+        with tqdm(total=n, desc=f"memory, {n} regions", unit="region", file=sys.stderr) as bar:
+            ens.classify_regions(img, boxes, warp_cfg, progress=bar.update)
         out.append({"regions": n, "peak_rss_mb": peak_rss_mb(), "seconds": time.perf_counter() - t0})
         log.info("%d regions classified: peak RSS %.0f MiB", n, out[-1]["peak_rss_mb"])
     return out

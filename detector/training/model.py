@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 
-import torch
 from torch import nn
 
 from ..config import ConfigError, ModelConfig, TrainConfig
