@@ -33,6 +33,7 @@ from detector.structures import ImageRecord
 from .selective_search import selective_search
 
 __all__ = ["METHODS", "WHOLE_IMAGE", "Proposer", "propose", "whole_image_proposer", "make_proposer",
+           "check_multibox_checkpoint",
            "read_and_propose", "init_worker", "ProposalPrefetch", "cache_key", "cache_file", "load_proposals",
            "save_proposals", "compute_proposals", "cached_seconds"]
 
@@ -73,16 +74,21 @@ def make_proposer(cfg: ProposalConfig, whole_image: bool = False) -> Proposer:
     if cfg.method not in METHODS:
         raise ConfigError(f"proposals.method must be one of {(*METHODS, WHOLE_IMAGE)}, got {cfg.method!r}")
     if cfg.method != "ss":
-        if not cfg.multibox.checkpoint:
-            raise ConfigError(f"proposals.method={cfg.method!r} needs proposals.multibox.checkpoint "
-                              "(a model trained with tools/train_multibox.py)")
-        if not Path(cfg.multibox.checkpoint).is_file():
-            raise ConfigError(f"proposals.multibox.checkpoint: no such file {cfg.multibox.checkpoint}")
+        check_multibox_checkpoint(cfg)
 
     def proposer(image: np.ndarray, name: str | None = None) -> np.ndarray:
         return propose(image, cfg, name)
 
     return proposer
+
+
+def check_multibox_checkpoint(cfg: ProposalConfig) -> None:
+    """The MultiBox methods need ``proposals.multibox.checkpoint``, an existing file: else a :class:`ConfigError`."""
+    if not cfg.multibox.checkpoint:
+        raise ConfigError(f"proposals.method={cfg.method!r} needs proposals.multibox.checkpoint "
+                          "(a model trained with tools/train_multibox.py)")
+    if not Path(cfg.multibox.checkpoint).is_file():
+        raise ConfigError(f"proposals.multibox.checkpoint: no such file {cfg.multibox.checkpoint}")
 
 
 def _proposer_digest(cfg: ProposalConfig) -> str:

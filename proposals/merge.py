@@ -12,7 +12,9 @@ import logging
 import numpy as np
 
 from detector.boxes import as_boxes
-from detector.config import ConfigError, ProposalConfig
+from detector.config import ProposalConfig
+
+from .cache import check_multibox_checkpoint
 
 __all__ = ["merge_proposals", "propose_with_multibox", "load_multibox"]
 
@@ -37,10 +39,8 @@ def load_multibox(path: str):
 
 def propose_with_multibox(image: np.ndarray, cfg: ProposalConfig, name: str = "<image>") -> np.ndarray:
     """Proposals for ``cfg.method`` "multibox" (top-k MultiBox only) or "ss+multibox" (the union)."""
+    check_multibox_checkpoint(cfg)
     mb = cfg.multibox
-    if not mb.checkpoint:
-        raise ConfigError(f"proposals.method={cfg.method!r} needs proposals.multibox.checkpoint "
-                          "(a model trained with tools/train_multibox.py)")
     model = load_multibox(str(mb.checkpoint))
     boxes, _ = model.predict(image, mb.top_k, mb.nms_threshold)
     if cfg.method == "multibox":

@@ -53,7 +53,7 @@ from detector.bench_report import extra_methods, load_result, method_labels, plo
 from detector.ceiling import ceilings, conv_rates, count_macs, floor_seconds
 from detector.classifier import Ensemble, batch_size_for, build_classifier, plain_lrn
 from detector.cli import UserError, number, run, setup_logging
-from detector.config import AT_LEAST_1, config_to_dict, load_config
+from detector.config import AT_LEAST_1, BACKENDS, config_to_dict, load_config
 from detector.imageio import IMAGE_EXTENSIONS, read_image
 from detector.pipeline import CPU_WAIT_REPORT, Detector, make_proposer
 from detector.warp import SAMPLERS, prepare_image, warp_prepared, warp_region_reference
@@ -89,8 +89,9 @@ def default_photo() -> Path:
     return path
 
 
-# the backends an end-to-end row can time (onnx* with --onnx, mnn with --mnn, torch_int8 unless --no-torch-int8)
-E2E_BACKENDS = ("eager", "onnx", "onnx_int8", "torch_int8", "mnn")
+# the backends an end-to-end row can time: all but bf16, which has none (onnx* with --onnx, mnn with --mnn,
+# torch_int8 unless --no-torch-int8)
+E2E_BACKENDS = tuple(b for b in BACKENDS if b != "bf16")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
